@@ -1,0 +1,74 @@
+"""kvcheck's attention function, registered with transformers' ``AttentionInterface``.
+
+It runs SDPA (or flash-attn on CUDA when installed and no mask is needed) with a mask built from the
+cache layer's true positions and validity, records attention outputs when asked, and then lets the
+layer compress (``after_forward``): scores are computed from the queries this layer already has, so
+no T×T matrix is built and the model keeps SDPA everywhere. Models are never patched.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+_registered = False
+
+
+@functools.lru_cache(maxsize=None)
+def _flash():
+    try:
+        from flash_attn import flash_attn_func  # noqa: F401
+        return flash_attn_func
+    except Exception:  # not installed, or no CUDA build
+        return None
+
+
+def attend(query, key, value, mask, scaling, causal: bool) -> torch.Tensor:
+    """``[b, hq, q, d]`` × ``[b, hk, n, d]`` → ``[b, q, hq, d]`` (GQA handled, mask may be None)."""
+    groups = query.shape[1] // key.shape[1]
+    if mask is None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
+        fa = _flash()
+        if fa is not None:
+            return fa(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+                      softmax_scale=scaling, causal=causal and query.shape[2] > 1)
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+        if mask is not None and mask.shape[1] > 1:
+            mask = mask.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                         is_causal=causal and mask is None and query.shape[2] > 1)
+    return out.transpose(1, 2)
+
+
+def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    cache = kwargs.get("kvcheck_cache")
+    if cache is None:  # driven by plain transformers: ordinary causal SDPA
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    layer = cache.layers[module.layer_idx]
+    q_pos, q_valid = cache.query_positions, cache.query_valid
+    fresh = not layer.prefilled
+    mask = None
+    if not (fresh and bool(q_valid.all())) and not (query.shape[2] == 1 and bool(layer.valid.all())):
+        mask = layer.mask(q_pos, q_valid)
+    out = attend(query, key, value, mask, scaling, causal=fresh)
+    if cache.recorded is not None:
+        cache.recorded[module.layer_idx] = out.detach()
+    layer.after_forward(query, scaling)
+    return out, None
+
+
+def register() -> None:
+    """Register ``attn_implementation="kvcheck"`` (idempotent). No mask function is registered, so
+    transformers passes ``attention_mask=None`` and kvcheck builds masks from the cache itself."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("kvcheck", kvcheck_attention)
+    _registered = True

@@ -1,0 +1,240 @@
+"""CompressedCache: a transformers ``Cache`` whose layers really hold less.
+
+Shapes follow transformers: keys and values are ``[batch, kv_heads, slots, head_dim]``. Each layer
+also tracks, per slot, the token's true position and whether the slot holds a real token (``valid``:
+False for left padding and for slots a sample does not need in a rectangular batch). The attention
+function (``kvcheck.attention``) builds its mask from those, so RoPE positions and causality follow
+the true positions whatever was evicted.
+
+- :class:`EvictionLayer` keeps only the selected tokens (``full`` keeps all).
+- :class:`QuantLayer` keeps bit-packed codes + float16 scales/zeros, and a full-precision residual.
+"""
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from . import quant
+from .methods.base import ScoreInputs
+
+
+def _nbytes(t: torch.Tensor | None, float_bytes: int | None) -> int:
+    if t is None:
+        return 0
+    size = float_bytes if (float_bytes and t.is_floating_point() and t.dtype != quant.SCALE_DTYPE) else t.element_size()
+    return t.numel() * size
+
+
+def visibility(key_valid: torch.Tensor, key_pos: torch.Tensor, q_pos: torch.Tensor,
+               q_valid: torch.Tensor) -> torch.Tensor:
+    """Bool mask ``[batch, heads, q, slots]``: a query sees valid keys at its position or before.
+
+    key_valid / key_pos: ``[batch, heads, slots]``; q_pos / q_valid: ``[batch, q]``. A padding query
+    sees every slot (its output is discarded), so softmax never meets an all-masked row.
+    """
+    seen = key_valid[:, :, None, :] & (key_pos[:, :, None, :] <= q_pos[:, None, :, None])
+    return seen | ~q_valid[:, None, :, None]
+
+
+class _Layer(CacheLayerMixin):
+    is_sliding = False
+    is_compileable = False
+    is_croppable = False
+
+    def __init__(self, method, layer_idx: int, n_layers: int):
+        super().__init__()
+        self.method = method
+        self.layer_idx = layer_idx
+        self.n_layers = n_layers
+        self.prefilled = False
+
+    def lazy_initialization(self, key_states, value_states):
+        self.device, self.dtype = key_states.device, key_states.dtype
+        self.is_initialized = True
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class EvictionLayer(_Layer):
+    """Holds the kept tokens only. ``method`` is an EvictionMethod, or None for the full cache.
+
+    keys/values ``[b, h, n, d]``; valid/positions ``[b, h, n]``; ``budget`` ``[b]``: real tokens this
+    layer holds per head after prefill (kept constant while generating by ``acts_on_decode`` methods).
+    ``state`` holds per-slot method state (``[b, h, n]`` tensors) that moves with the slots.
+    """
+
+    def __init__(self, method, layer_idx: int, n_layers: int):
+        super().__init__(method, layer_idx, n_layers)
+        self.valid = self.positions = self.budget = None
+        self.state: dict[str, torch.Tensor] = {}
+        self.last_kept: torch.Tensor | None = None  # slot positions kept at prefill, for inspection
+
+    def update(self, key_states, value_states, positions=None, valid=None, **kwargs):
+        b, h, q, _ = key_states.shape
+        pos = positions[:, None, :].expand(b, h, q)
+        val = valid[:, None, :].expand(b, h, q)
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.keys, self.values, self.positions, self.valid = key_states, value_states, pos, val
+        else:
+            self.keys = torch.cat([self.keys, key_states], dim=2)
+            self.values = torch.cat([self.values, value_states], dim=2)
+            self.positions = torch.cat([self.positions, pos], dim=2)
+            self.valid = torch.cat([self.valid, val], dim=2)
+            for name, t in self.state.items():
+                self.state[name] = torch.cat([t, t.new_zeros(b, h, q)], dim=2)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def mask(self, q_pos, q_valid):
+        return visibility(self.valid, self.positions, q_pos, q_valid)
+
+    def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
+        """Called by the attention function once this layer's attention is computed."""
+        if not self.prefilled:
+            self.prefilled = True
+            n_valid = self.valid[:, 0].sum(dim=-1)
+            if self.method is None:
+                self.budget = n_valid
+                return
+            self.budget = torch.tensor([self.method.budget(int(n), self.layer_idx, self.n_layers) for n in n_valid],
+                                       device=self.keys.device)
+            inputs = ScoreInputs(queries, self.keys, self.values, self.valid[:, 0], self.positions[:, 0],
+                                 scaling, self.layer_idx, self.n_layers)
+            scores = self.method.score(inputs)
+            self.select(scores, self.budget, int(self.budget.max()))
+            self.last_kept = self.positions.clone()
+        elif self.method is not None and self.method.acts_on_decode:
+            if bool((self.kept_counts()[:, 0] > self.budget).any()):
+                scores = self.method.decode_scores(self, queries, scaling)
+                self.select(scores, self.budget, self.keys.shape[2] - queries.shape[2])
+
+    def select(self, scores: torch.Tensor, cap: torch.Tensor, width: int) -> None:
+        """Keep ``width`` slots per (sample, head): the ``cap[b]`` best-scored real tokens, in positional
+        order, padded with invalid slots. Physically drops the rest."""
+        s = scores.float().masked_fill(~self.valid, float("-inf"))
+        order = s.argsort(dim=-1, descending=True, stable=True)[..., :width]
+        keep_valid = torch.gather(self.valid, 2, order) & (
+            torch.arange(width, device=s.device)[None, None, :] < cap[:, None, None])
+        idx, perm = order.sort(dim=-1)
+        keep_valid = torch.gather(keep_valid, 2, perm)
+        gidx = idx[..., None].expand(-1, -1, -1, self.keys.shape[-1])
+        self.keys = torch.gather(self.keys, 2, gidx)
+        self.values = torch.gather(self.values, 2, gidx)
+        self.positions = torch.gather(self.positions, 2, idx)
+        self.valid = keep_valid
+        for name, t in self.state.items():
+            self.state[name] = torch.gather(t, 2, idx)
+
+    def kept_counts(self) -> torch.Tensor:
+        """Real tokens held per (sample, KV head): ``[b, h]``."""
+        return self.valid.sum(dim=-1)
+
+    def nbytes(self, float_bytes: int | None = None) -> int:
+        return _nbytes(self.keys, float_bytes) + _nbytes(self.values, float_bytes) + sum(
+            _nbytes(t, float_bytes) for t in self.state.values())
+
+
+class QuantLayer(_Layer):
+    """Quantised blocks (``QTensor`` lists) + a full-precision residual of the newest tokens.
+
+    Slot order is [quantised blocks..., residual]; ``valid``/``positions`` are ``[b, slots]`` (the same
+    for every head). Every forward dequantises on the fly: nothing but codes, scales and the residual
+    is held between steps.
+    """
+
+    def __init__(self, method, layer_idx: int, n_layers: int):
+        super().__init__(method, layer_idx, n_layers)
+        self.qk: list = []
+        self.qv: list = []
+        self.valid = self.positions = None
+        self.n_quant = 0
+
+    def update(self, key_states, value_states, positions=None, valid=None, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.keys, self.values, self.positions, self.valid = key_states, value_states, positions, valid
+        else:
+            self.keys = torch.cat([self.keys, key_states], dim=2)
+            self.values = torch.cat([self.values, value_states], dim=2)
+            self.positions = torch.cat([self.positions, positions], dim=1)
+            self.valid = torch.cat([self.valid, valid], dim=1)
+        if not self.qk:
+            return self.keys, self.values
+        k = torch.cat([self.method.dequantize(q, self.dtype) for q in self.qk] + [self.keys], dim=2)
+        v = torch.cat([self.method.dequantize(q, self.dtype) for q in self.qv] + [self.values], dim=2)
+        return k, v
+
+    def get_seq_length(self) -> int:
+        return self.n_quant + (0 if self.keys is None else self.keys.shape[2])
+
+    def mask(self, q_pos, q_valid):
+        return visibility(self.valid[:, None], self.positions[:, None], q_pos, q_valid)
+
+    def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
+        """Flush the residual: keep ``residual`` newest tokens, quantise older ones in whole blocks."""
+        self.prefilled = True
+        block, keep = self.method.block, self.method.residual
+        r = self.keys.shape[2]
+        if r < keep + (block if self.qk or r <= keep else 1):
+            return
+        n = r - keep if not self.qk else ((r - keep) // block) * block
+        pad = (-n) % block  # at prefill, pad the oldest block at the front with invalid slots
+        k, v = self.keys[:, :, :n], self.values[:, :, :n]
+        val, pos = self.valid[:, self.n_quant:self.n_quant + n], self.positions[:, self.n_quant:self.n_quant + n]
+        if pad:
+            b, h, _, d = k.shape
+            k = torch.cat([k.new_zeros(b, h, pad, d), k], dim=2)
+            v = torch.cat([v.new_zeros(b, h, pad, d), v], dim=2)
+            val = torch.cat([val.new_zeros(b, pad), val], dim=1)
+            pos = torch.cat([pos.new_zeros(b, pad), pos], dim=1)
+            head = self.n_quant
+            self.valid = torch.cat([self.valid[:, :head], val, self.valid[:, head + n:]], dim=1)
+            self.positions = torch.cat([self.positions[:, :head], pos, self.positions[:, head + n:]], dim=1)
+        self.qk.append(self.method.quantize_keys(k, val))
+        self.qv.append(self.method.quantize_values(v, val))
+        self.n_quant += n + pad
+        self.keys, self.values = self.keys[:, :, n:], self.values[:, :, n:]
+
+    def kept_counts(self) -> torch.Tensor:
+        b = self.valid.shape[0]
+        h = self.keys.shape[1]
+        return self.valid.sum(dim=-1)[:, None].expand(b, h)
+
+    def nbytes(self, float_bytes: int | None = None) -> int:
+        held = sum(q.nbytes() for q in self.qk + self.qv)
+        return held + _nbytes(self.keys, float_bytes) + _nbytes(self.values, float_bytes)
+
+
+class CompressedCache(Cache):
+    """One compression method applied to every layer of a model, through the public Cache API.
+
+    The engine calls :meth:`begin` before each forward with the true positions and validity of the
+    new tokens; the model then calls :meth:`update` per layer as usual.
+    """
+
+    def __init__(self, method, n_layers: int):
+        super().__init__(layers=[method.make_layer(i, n_layers) for i in range(n_layers)])
+        self.method = method
+        self.query_positions = self.query_valid = None
+        self.recorded: dict[int, torch.Tensor] | None = None  # layer → attention output, when recording
+
+    def begin(self, positions: torch.Tensor, valid: torch.Tensor) -> None:
+        self.query_positions, self.query_valid = positions, valid.bool()
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return self.layers[layer_idx].update(key_states, value_states, self.query_positions, self.query_valid)
+
+    def kv_bytes(self, float_bytes: int | None = None) -> int:
+        """Bytes held by every layer. ``float_bytes`` counts floating tensors at that many bytes per
+        element (2 = the fp16-equivalent figure) instead of their real element size."""
+        return sum(layer.nbytes(float_bytes) for layer in self.layers)
+
+    def kept_counts(self) -> list[torch.Tensor]:
+        return [layer.kept_counts() for layer in self.layers]

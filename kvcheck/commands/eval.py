@@ -1,0 +1,99 @@
+"""``kvcheck eval``: run methods on a task and print one row per method."""
+from __future__ import annotations
+
+import json
+import statistics
+
+from ..build import build_method
+from ..errors import KvcheckError
+from ..io import write_json_atomic
+from ..progress import bar
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--method", action="append", required=True,
+                   help="method name (repeat or comma-separate for several); `kvcheck methods` lists them")
+    p.add_argument("--ratio", type=float, help="compression_ratio for eviction methods")
+    p.add_argument("--bits", type=int, help="bits for quantisation methods")
+    p.add_argument("--task", default="passkey")
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--length", type=int, default=1024, help="prompt length in tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--model", help="local Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--json", help="write the rows and per-sample records to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _params(names: list[str], args) -> list[dict]:
+    """--ratio goes to every eviction method, --bits to every quantisation method (``full`` takes
+    neither); a flag that no selected method takes is an error rather than silently ignored."""
+    from ..methods import EvictionMethod, QuantMethod, get_method_class
+
+    classes = [get_method_class(n) for n in names]
+    for flag, value, base in (("--ratio", args.ratio, EvictionMethod), ("--bits", args.bits, QuantMethod)):
+        if value is not None and not any(issubclass(c, base) for c in classes):
+            raise KvcheckError(f"{flag} does not apply to {', '.join(names)}; drop it or add a method that takes it.")
+    out = []
+    for c in classes:
+        params = {}
+        if args.ratio is not None and issubclass(c, EvictionMethod):
+            params["compression_ratio"] = args.ratio
+        if args.bits is not None and issubclass(c, QuantMethod):
+            params["bits"] = args.bits
+        out.append(params)
+    return out
+
+
+def row(method, records) -> dict:
+    decode = [t for r in records for t in r.decode_s]
+    prefill_tokens = sum(r.prompt_tokens for r in records)
+    prefill_s = sum(r.prefill_s for r in records)
+    scored = [r.score for r in records if r.score is not None]
+    return {
+        "method": method.id,
+        "accuracy": statistics.fmean(scored) if scored else None,
+        "mean_output_tokens": statistics.fmean(r.output_tokens for r in records),
+        "kv_ratio": statistics.fmean(r.kv_ratio for r in records),
+        "prefill_tok_s": prefill_tokens / prefill_s if prefill_s else None,
+        "decode_tok_s": len(decode) / sum(decode) if decode else None,
+    }
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = f"{'method':40s} {'accuracy':>8s} {'out_tok':>7s} {'kv/full':>7s} {'prefill tok/s':>13s} {'decode tok/s':>12s}"
+    lines = [head, "-" * len(head)]
+    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        lines.append(f"{r['method']:40s} {f(r['accuracy'], '8.3f')} {f(r['mean_output_tokens'], '7.1f')} "
+                     f"{f(r['kv_ratio'], '7.3f')} {f(r['prefill_tok_s'], '13.1f')} {f(r['decode_tok_s'], '12.1f')}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from ..engine import generate
+    from ..model import load_model
+    from ..tasks import get_task
+
+    names = [n.strip() for spec in args.method for n in spec.split(",") if n.strip()]
+    methods = [build_method(n, **p) for n, p in zip(names, _params(names, args))]  # validate everything before loading
+    task = get_task(args.task)
+    if args.batch_size < 1 or args.samples < 1:
+        raise KvcheckError("--samples and --batch-size must be >= 1.")
+    lm = load_model(args.model, args.device, args.dtype)
+    samples = task.samples(lm.tokenizer, args.samples, args.length, args.seed)
+    max_new = args.max_new_tokens or task.max_new_tokens
+    rows, records = [], {}
+    with bar(len(samples) * len(methods), f"kvcheck eval {args.task}", args.quiet) as pb:
+        for m in methods:
+            recs = generate(lm, samples, m, max_new, args.batch_size, progress=pb.update, score=task.score)
+            rows.append(row(m, recs))
+            records[m.id] = [r.as_dict() for r in recs]
+    print(format_rows(rows))
+    if args.json:
+        write_json_atomic(args.json, {"kind": "kvcheck-eval", "model": lm.name, "task": args.task,
+                                      "length": args.length, "rows": rows, "records": records})
+    return 0

@@ -1,0 +1,208 @@
+"""Batched greedy generation and teacher-forced scoring through a CompressedCache.
+
+Prompts are left-padded; positions are explicit (``cumsum(mask) - 1`` at prefill, true length + step
+while decoding), so eviction never shifts RoPE positions. Timing synchronises the device.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .cache import CompressedCache
+from .errors import KvcheckError
+from .tasks.base import Sample, chat_ids
+
+
+@dataclass
+class Record:
+    """One sample's run through one method."""
+
+    id: str
+    prompt_tokens: int
+    output_ids: list[int]
+    output_text: str
+    output_tokens: int
+    hit_eos: bool
+    prefill_s: float
+    decode_s: list[float] = field(default_factory=list)  # per generated token (batch step)
+    kv_bytes_prefill: int = 0  # this sample's share of the bytes held after prefill (real)
+    kv_bytes_end: int = 0
+    kv_ratio: float = 1.0  # bytes held / full cache after prefill, floats counted as fp16
+    score: float | None = None
+    answer: str | None = None
+    task: str | None = None
+    task_type: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def encode(tokenizer, sample: Sample) -> list[int]:
+    if not sample.prompt:
+        raise KvcheckError(f"sample {sample.id!r} has an empty prompt; every sample needs prompt text.")
+    if sample.chat:
+        return chat_ids(tokenizer, sample.prompt)
+    ids = tokenizer(sample.prompt, add_special_tokens=True)["input_ids"]
+    return list(ids)
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(seqs), t), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, t - len(s):] = torch.tensor(s, dtype=torch.long)
+        valid[i, t - len(s):] = True
+    return ids.to(device), valid.to(device)
+
+
+def _context_limit(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 0)
+
+
+def check_length(model, n_prompt: int, n_new: int, sample_id: str) -> None:
+    limit = _context_limit(model)
+    if limit and n_prompt + n_new > limit:
+        raise KvcheckError(f"sample {sample_id!r}: {n_prompt} prompt tokens + {n_new} new tokens exceed the "
+                           f"model's context of {limit}; use a shorter --length or fewer new tokens.")
+
+
+def _full_bytes(model, slots: int, batch: int) -> int:
+    """fp16-equivalent bytes a full cache holds for ``slots`` tokens × ``batch`` samples."""
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * slots * batch * 2
+
+
+def forward(model, ids, positions, valid, cache, logits_to_keep=1):
+    cache.begin(positions, valid)
+    out = model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, kvcheck_cache=cache,
+                logits_to_keep=logits_to_keep)
+    return out.logits
+
+
+@torch.inference_mode()
+def generate_batch(lm, samples: list[Sample], method, max_new_tokens: int, eos_ids=None) -> list[Record]:
+    model, tok, dev = lm.model, lm.tokenizer, lm.device
+    seqs = [encode(tok, s) for s in samples]
+    for s, q in zip(samples, seqs):
+        check_length(model, len(q), max_new_tokens, s.id)
+    ids, valid = left_pad(seqs, tok.pad_token_id, dev)
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    lengths = valid.sum(-1)
+    eos = set(eos_ids if eos_ids is not None else _eos_ids(lm))
+    cache = CompressedCache(method, model.config.num_hidden_layers)
+    sync(dev)
+    t0 = time.perf_counter()
+    logits = forward(model, ids, positions, valid, cache)
+    nxt = logits[:, -1].argmax(-1)
+    sync(dev)
+    prefill_s = time.perf_counter() - t0
+    b = len(samples)
+    bytes_prefill = cache.kv_bytes()
+    ratio = cache.kv_bytes(float_bytes=2) / _full_bytes(model, ids.shape[1], b)
+    out = [[] for _ in range(b)]
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    steps: list[float] = []
+    for step in range(max_new_tokens):
+        for i in range(b):
+            if not done[i]:
+                out[i].append(int(nxt[i]))
+        done |= torch.tensor([int(t) in eos for t in nxt.tolist()], device=dev)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        t1 = time.perf_counter()
+        pos = (lengths + step)[:, None]
+        logits = forward(model, nxt[:, None], pos, torch.ones_like(pos, dtype=torch.bool), cache)
+        nxt = logits[:, -1].argmax(-1)
+        sync(dev)
+        steps.append(time.perf_counter() - t1)
+    bytes_end = cache.kv_bytes()
+    records = []
+    for i, s in enumerate(samples):
+        toks = out[i]
+        hit = bool(toks) and toks[-1] in eos
+        text = tok.decode(toks[:-1] if hit else toks, skip_special_tokens=True)
+        records.append(Record(
+            id=s.id, prompt_tokens=len(seqs[i]), output_ids=toks, output_text=text,
+            output_tokens=len(toks), hit_eos=hit, prefill_s=prefill_s / b, decode_s=steps[:max(0, len(toks) - 1)],
+            kv_bytes_prefill=bytes_prefill // b, kv_bytes_end=bytes_end // b, kv_ratio=ratio,
+            answer=s.answer, task=s.task, task_type=s.task_type))
+    return records
+
+
+def _eos_ids(lm) -> list[int]:
+    ids = lm.model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if lm.tokenizer.eos_token_id is not None:
+        ids.append(lm.tokenizer.eos_token_id)
+    return sorted(set(ids))
+
+
+def generate(lm, samples: list[Sample], method, max_new_tokens: int = 16, batch_size: int = 4,
+             progress=None, score=None) -> list[Record]:
+    """Greedy generation for every sample; ``score(sample, text)`` fills ``Record.score`` if given."""
+    if batch_size < 1:
+        raise KvcheckError(f"batch size must be >= 1, got {batch_size}.")
+    records: list[Record] = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        recs = generate_batch(lm, chunk, method, max_new_tokens)
+        if score is not None:
+            for s, r in zip(chunk, recs):
+                r.score = float(score(s, r.output_text))
+        records.extend(recs)
+        if progress is not None:
+            progress(len(chunk))
+    return records
+
+
+@dataclass
+class ForcedResult:
+    """Teacher-forced outputs for one sample: logits predicting each continuation token ``[L, vocab]``
+    and, when recorded, each layer's attention output for the continuation queries ``[L, q_heads, d]``."""
+
+    logits: torch.Tensor
+    attention: list[torch.Tensor] | None
+
+
+@torch.inference_mode()
+def teacher_forced(lm, prompts: list[list[int]], continuations: list[list[int]], method,
+                   record_attention: bool = False) -> list[ForcedResult]:
+    """Prefill each prompt through ``method``'s cache, then feed its continuation in one forward.
+
+    The continuation attends to the compressed prompt (what decoding would see); methods that also act
+    while generating apply once after the chunk.
+    """
+    model, dev = lm.model, lm.device
+    if any(len(c) == 0 for c in continuations):
+        raise KvcheckError("every continuation needs at least one token.")
+    ids, valid = left_pad(prompts, lm.tokenizer.pad_token_id, dev)
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    cache = CompressedCache(method, model.config.num_hidden_layers)
+    first = forward(model, ids, positions, valid, cache)[:, -1]
+    L = max(len(c) for c in continuations)
+    cont = torch.full((len(prompts), L), lm.tokenizer.pad_token_id, dtype=torch.long)
+    cvalid = torch.zeros((len(prompts), L), dtype=torch.bool)
+    for i, c in enumerate(continuations):
+        cont[i, :len(c)] = torch.tensor(c)
+        cvalid[i, :len(c)] = True
+    cont, cvalid = cont.to(dev), cvalid.to(dev)
+    cpos = valid.sum(-1, keepdim=True) + torch.arange(L, device=dev)[None]
+    cache.recorded = {} if record_attention else None
+    rest = forward(model, cont, cpos, cvalid, cache, logits_to_keep=0)
+    logits = torch.cat([first[:, None], rest[:, :-1]], dim=1).float()
+    results = []
+    for i, c in enumerate(continuations):
+        att = None
+        if record_attention:
+            att = [cache.recorded[l][i, :len(c)].float() for l in sorted(cache.recorded)]
+        results.append(ForcedResult(logits[i, :len(c)], att))
+    return results

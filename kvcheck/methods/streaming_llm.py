@@ -1,0 +1,42 @@
+"""``streaming_llm`` — StreamingLLM (Xiao et al., 2023, "Efficient Streaming Language Models with
+Attention Sinks").
+
+Rule: keep the first ``sinks`` tokens (attention sinks) and the most recent tokens, ``budget`` in all,
+where budget = n − int(n × compression_ratio). While generating, the window keeps sliding: each new
+token evicts the oldest non-sink token, so the cache stays at its prefill budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .base import EvictionMethod, ScoreInputs, check_int, register
+
+
+@register
+@dataclass(frozen=True)
+class StreamingLLM(EvictionMethod):
+    name = "streaming_llm"
+    acts_on_decode = True
+
+    sinks: int = field(default=4, metadata={"short": "s"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int(self.sinks, "sinks", 0)
+
+    def _rank(self, positions: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """Recency as score; sinks (the first ``sinks`` real tokens) rank above everything."""
+        pos = positions.float()
+        is_sink = (positions - first) < self.sinks
+        return torch.where(is_sink, torch.full_like(pos, float("inf")), pos)
+
+    def score(self, inputs: ScoreInputs) -> torch.Tensor:
+        b, h = inputs.keys.shape[:2]
+        first = torch.zeros(b, 1, dtype=torch.long, device=inputs.positions.device)
+        scores = self._rank(inputs.positions, first)  # positions start at 0 on the first real token
+        return scores[:, None, :].expand(b, h, -1)
+
+    def decode_scores(self, state, queries, scaling) -> torch.Tensor:
+        return self._rank(state.positions, torch.zeros_like(state.positions[..., :1]))

@@ -1,0 +1,1 @@
+"""kvcheck's pytest plugin."""

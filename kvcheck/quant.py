@@ -1,0 +1,100 @@
+"""Asymmetric group quantisation with bit packing: pure tensor functions shared by quantised methods.
+
+A tensor is cut into groups of ``group_size`` along one axis; each group stores ``bits``-bit codes
+and a (scale, zero) pair in float16, rounded outward (zero down, scale up) so the stored step still
+covers the group and the reconstruction error stays within half a step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SCALE_DTYPE = torch.float16
+
+
+@dataclass
+class QTensor:
+    """Packed codes ``uint8 [..., last // (8 // bits)]`` plus per-group ``scale`` and ``zero``.
+
+    ``axis`` is the grouped axis (of the unpacked tensor) and ``shape`` the unpacked shape.
+    """
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+    bits: int
+    axis: int
+    group_size: int
+    shape: tuple
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero))
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """``uint8`` codes in ``[0, 2**bits)`` → packed along the last axis (``8 // bits`` per byte)."""
+    if bits == 8:
+        return codes
+    per = 8 // bits
+    c = codes.view(*codes.shape[:-1], codes.shape[-1] // per, per).to(torch.int32)
+    shifts = torch.arange(per, device=codes.device, dtype=torch.int32) * bits
+    return (c << shifts).sum(dim=-1).to(torch.uint8)
+
+
+def unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    if bits == 8:
+        return packed
+    per = 8 // bits
+    shifts = torch.arange(per, device=packed.device, dtype=torch.uint8) * bits
+    c = (packed[..., None] >> shifts) & ((1 << bits) - 1)
+    return c.reshape(*packed.shape[:-1], packed.shape[-1] * per)
+
+
+def _grouped(x: torch.Tensor, axis: int, group_size: int) -> torch.Tensor:
+    """Move ``axis`` last and split it into ``[..., n_groups, group_size]``."""
+    x = x.movedim(axis, -1)
+    return x.reshape(*x.shape[:-1], x.shape[-1] // group_size, group_size)
+
+
+def quantize(x: torch.Tensor, bits: int, axis: int, group_size: int,
+             valid: torch.Tensor | None = None) -> QTensor:
+    """Quantise ``x`` in groups of ``group_size`` along ``axis`` (its length must be a multiple).
+
+    ``valid`` (broadcastable to ``x``, bool) excludes entries from the min/max (left padding), so a
+    group's range depends only on real tokens.
+    """
+    axis = axis % x.ndim
+    if x.shape[axis] % group_size:
+        raise ValueError(f"axis {axis} of length {x.shape[axis]} is not a multiple of group_size {group_size}")
+    levels = (1 << bits) - 1
+    g = _grouped(x.float(), axis, group_size)
+    if valid is None:
+        lo, hi = g.amin(dim=-1), g.amax(dim=-1)
+    else:
+        v = _grouped(valid.expand_as(x), axis, group_size)
+        lo = g.masked_fill(~v, float("inf")).amin(dim=-1)
+        hi = g.masked_fill(~v, float("-inf")).amax(dim=-1)
+        empty = ~v.any(dim=-1)
+        lo, hi = lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
+    zero = lo.to(SCALE_DTYPE)
+    zero = torch.where(zero.float() > lo, torch.nextafter(zero, torch.full_like(zero, float("-inf"))), zero)
+    step = ((hi - zero.float()) / levels).clamp_min(1e-8)
+    scale = step.to(SCALE_DTYPE)
+    scale = torch.where(scale.float() < step, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
+    codes = ((g - zero.float()[..., None]) / scale.float()[..., None]).round_().clamp_(0, levels).to(torch.uint8)
+    codes = codes.reshape(*codes.shape[:-2], -1).movedim(-1, axis).contiguous()
+    return QTensor(pack(codes, bits), scale, zero, bits, axis, group_size, tuple(x.shape))
+
+
+def dequantize(q: QTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    codes = unpack(q.codes, q.bits)
+    g = _grouped(codes, q.axis, q.group_size).float()
+    x = g * q.scale.float()[..., None] + q.zero.float()[..., None]
+    x = x.reshape(*x.shape[:-2], -1).movedim(-1, q.axis)
+    return x.to(dtype)
+
+
+def step_size(q: QTensor) -> torch.Tensor:
+    """The quantisation step of each group (``scale``), as float32: max error is half of it."""
+    return q.scale.float()
