@@ -8,6 +8,7 @@ no T×T matrix is built and the model keeps SDPA everywhere. Models are never pa
 from __future__ import annotations
 
 import functools
+import time
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,18 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     out = attend(query, key, value, mask, scaling, causal=fresh)
     if cache.recorded is not None:
         cache.recorded[module.layer_idx] = out.detach()
-    layer.after_forward(query, scaling)
+    if cache.captured_queries is not None:
+        cache.captured_queries[module.layer_idx] = query
+    if cache.time_compression:
+        from .engine import sync
+
+        sync(query.device)
+        t0 = time.perf_counter()
+        layer.after_forward(query, scaling)
+        sync(query.device)
+        cache.compress_s += time.perf_counter() - t0
+    else:
+        layer.after_forward(query, scaling)
     return out, None
 
 

@@ -108,6 +108,9 @@ class EvictionLayer(_Layer):
             inputs = ScoreInputs(queries, self.keys, self.values, self.valid[:, 0], self.positions[:, 0],
                                  scaling, self.layer_idx, self.n_layers)
             scores = self.method.score(inputs)
+            if self.method.stateful:  # running scores (e.g. H2O's accumulated attention) move with the slots
+                self.state["score"] = scores.float()
+                scores = self.method.decode_scores(self, queries[:, :, :0], scaling)  # rank the raw state
             self.select(scores, self.budget, int(self.budget.max()))
             self.last_kept = self.positions.clone()
         elif self.method is not None and self.method.acts_on_decode:
@@ -151,8 +154,7 @@ class QuantLayer(_Layer):
 
     def __init__(self, method, layer_idx: int, n_layers: int):
         super().__init__(method, layer_idx, n_layers)
-        self.qk: list = []
-        self.qv: list = []
+        self.qk = self.qv = None  # QTensor of every quantised slot (keys, values), or None
         self.valid = self.positions = None
         self.n_quant = 0
 
@@ -165,10 +167,10 @@ class QuantLayer(_Layer):
             self.values = torch.cat([self.values, value_states], dim=2)
             self.positions = torch.cat([self.positions, positions], dim=1)
             self.valid = torch.cat([self.valid, valid], dim=1)
-        if not self.qk:
+        if self.qk is None:
             return self.keys, self.values
-        k = torch.cat([self.method.dequantize(q, self.dtype) for q in self.qk] + [self.keys], dim=2)
-        v = torch.cat([self.method.dequantize(q, self.dtype) for q in self.qv] + [self.values], dim=2)
+        k = torch.cat([self.method.dequantize(self.qk, self.dtype), self.keys], dim=2)
+        v = torch.cat([self.method.dequantize(self.qv, self.dtype), self.values], dim=2)
         return k, v
 
     def get_seq_length(self) -> int:
@@ -182,9 +184,10 @@ class QuantLayer(_Layer):
         self.prefilled = True
         block, keep = self.method.block, self.method.residual
         r = self.keys.shape[2]
-        if r < keep + (block if self.qk or r <= keep else 1):
+        started = self.qk is not None
+        if r < keep + (block if started else 1):
             return
-        n = r - keep if not self.qk else ((r - keep) // block) * block
+        n = ((r - keep) // block) * block if started else r - keep
         pad = (-n) % block  # at prefill, pad the oldest block at the front with invalid slots
         k, v = self.keys[:, :, :n], self.values[:, :, :n]
         val, pos = self.valid[:, self.n_quant:self.n_quant + n], self.positions[:, self.n_quant:self.n_quant + n]
@@ -197,8 +200,8 @@ class QuantLayer(_Layer):
             head = self.n_quant
             self.valid = torch.cat([self.valid[:, :head], val, self.valid[:, head + n:]], dim=1)
             self.positions = torch.cat([self.positions[:, :head], pos, self.positions[:, head + n:]], dim=1)
-        self.qk.append(self.method.quantize_keys(k, val))
-        self.qv.append(self.method.quantize_values(v, val))
+        self.qk = quant.cat(self.qk, self.method.quantize_keys(k, val))
+        self.qv = quant.cat(self.qv, self.method.quantize_values(v, val))
         self.n_quant += n + pad
         self.keys, self.values = self.keys[:, :, n:], self.values[:, :, n:]
 
@@ -208,7 +211,7 @@ class QuantLayer(_Layer):
         return self.valid.sum(dim=-1)[:, None].expand(b, h)
 
     def nbytes(self, float_bytes: int | None = None) -> int:
-        held = sum(q.nbytes() for q in self.qk + self.qv)
+        held = 0 if self.qk is None else self.qk.nbytes() + self.qv.nbytes()
         return held + _nbytes(self.keys, float_bytes) + _nbytes(self.values, float_bytes)
 
 
@@ -224,6 +227,9 @@ class CompressedCache(Cache):
         self.method = method
         self.query_positions = self.query_valid = None
         self.recorded: dict[int, torch.Tensor] | None = None  # layer → attention output, when recording
+        self.captured_queries: dict[int, torch.Tensor] | None = None  # layer → queries, when capturing
+        self.time_compression = False  # when True, seconds spent compressing add up in compress_s
+        self.compress_s = 0.0
 
     def begin(self, positions: torch.Tensor, valid: torch.Tensor) -> None:
         self.query_positions, self.query_valid = positions, valid.bool()

@@ -88,40 +88,116 @@ def forward(model, ids, positions, valid, cache, logits_to_keep=1):
     return out.logits
 
 
-@torch.inference_mode()
-def generate_batch(lm, samples: list[Sample], method, max_new_tokens: int, eos_ids=None) -> list[Record]:
-    model, tok, dev = lm.model, lm.tokenizer, lm.device
-    seqs = [encode(tok, s) for s in samples]
+@dataclass
+class Prefill:
+    """A batch's prompt pass, captured once so every method can compress the same prefill.
+
+    Prefill attention always sees the whole prompt (methods compress after each layer's attention),
+    so the prompt pass is identical for every method: ``replay`` compresses copies of these tensors
+    exactly as a live prefill would. keys/values ``[b, kv_heads, t, d]`` and queries ``[b, q_heads,
+    t, d]`` per layer; ``first`` is the first generated token ``[b]``.
+    """
+
+    samples: list
+    seqs: list
+    ids: torch.Tensor
+    valid: torch.Tensor
+    positions: torch.Tensor
+    first: torch.Tensor
+    first_logits: torch.Tensor
+    keys: list
+    values: list
+    queries: list
+    scaling: float
+    prefill_s: float
+
+
+def _prepare(lm, samples: list[Sample], max_new_tokens: int):
+    seqs = [encode(lm.tokenizer, s) for s in samples]
     for s, q in zip(samples, seqs):
-        check_length(model, len(q), max_new_tokens, s.id)
-    ids, valid = left_pad(seqs, tok.pad_token_id, dev)
+        check_length(lm.model, len(q), max_new_tokens, s.id)
+    ids, valid = left_pad(seqs, lm.tokenizer.pad_token_id, lm.device)
     positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
-    lengths = valid.sum(-1)
-    eos = set(eos_ids if eos_ids is not None else _eos_ids(lm))
-    cache = CompressedCache(method, model.config.num_hidden_layers)
-    sync(dev)
+    return seqs, ids, valid, positions
+
+
+@torch.inference_mode()
+def capture_prefill(lm, samples: list[Sample], max_new_tokens: int) -> Prefill:
+    """Run the prompt pass once through the full cache, keeping every layer's queries, keys, values."""
+    seqs, ids, valid, positions = _prepare(lm, samples, max_new_tokens)
+    return _capture(lm, samples, seqs, ids, valid, positions)
+
+
+def capture_tokens(lm, prompts: list[list[int]]) -> Prefill:
+    """:func:`capture_prefill` for token-id prompts (teacher forcing)."""
+    ids, valid = left_pad(prompts, lm.tokenizer.pad_token_id, lm.device)
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    return _capture(lm, [], prompts, ids, valid, positions)
+
+
+@torch.inference_mode()
+def _capture(lm, samples, seqs, ids, valid, positions) -> Prefill:
+    from .methods.full import Full
+
+    cache = CompressedCache(Full(), lm.model.config.num_hidden_layers)
+    cache.captured_queries = {}
+    sync(lm.device)
     t0 = time.perf_counter()
-    logits = forward(model, ids, positions, valid, cache)
-    nxt = logits[:, -1].argmax(-1)
-    sync(dev)
-    prefill_s = time.perf_counter() - t0
+    logits = forward(lm.model, ids, positions, valid, cache)
+    sync(lm.device)
+    layers = cache.layers
+    return Prefill(samples, seqs, ids, valid, positions, logits[:, -1].argmax(-1), logits[:, -1].float(),
+                   [l.keys for l in layers], [l.values for l in layers],
+                   [cache.captured_queries[i] for i in range(len(layers))],
+                   lm.model.model.layers[0].self_attn.scaling, time.perf_counter() - t0)
+
+
+def replay(lm, pre: Prefill, method) -> CompressedCache:
+    """A cache for ``method`` holding what a live prefill of ``pre``'s prompts would leave."""
+    cache = CompressedCache(method, lm.model.config.num_hidden_layers)
+    pos, valid = pre.positions, pre.valid
+    for layer, k, v, q in zip(cache.layers, pre.keys, pre.values, pre.queries):
+        layer.update(k, v, pos, valid)
+        layer.after_forward(q, pre.scaling)
+    return cache
+
+
+@torch.inference_mode()
+def generate_batch(lm, samples: list[Sample], method, max_new_tokens: int, eos_ids=None,
+                   shared: Prefill | None = None) -> list[Record]:
+    """Greedy generation for one batch. With ``shared``, the prompt pass is replayed from a capture
+    (identical result, no second prefill); otherwise it runs live and is timed."""
+    model, tok, dev = lm.model, lm.tokenizer, lm.device
+    eos = set(eos_ids if eos_ids is not None else _eos_ids(lm))
+    if shared is None:
+        seqs, ids, valid, positions = _prepare(lm, samples, max_new_tokens)
+        cache = CompressedCache(method, model.config.num_hidden_layers)
+        sync(dev)
+        t0 = time.perf_counter()
+        nxt = forward(model, ids, positions, valid, cache)[:, -1].argmax(-1)
+        sync(dev)
+        prefill_s = time.perf_counter() - t0
+    else:
+        samples, seqs, ids, valid = shared.samples, shared.seqs, shared.ids, shared.valid
+        cache, nxt, prefill_s = replay(lm, shared, method), shared.first, shared.prefill_s
+    lengths = valid.sum(-1)
     b = len(samples)
     bytes_prefill = cache.kv_bytes()
     ratio = cache.kv_bytes(float_bytes=2) / _full_bytes(model, ids.shape[1], b)
     out = [[] for _ in range(b)]
     done = torch.zeros(b, dtype=torch.bool, device=dev)
+    eos_t = torch.tensor(sorted(eos), device=dev)
     steps: list[float] = []
     for step in range(max_new_tokens):
-        for i in range(b):
+        for i, t in enumerate(nxt.tolist()):
             if not done[i]:
-                out[i].append(int(nxt[i]))
-        done |= torch.tensor([int(t) in eos for t in nxt.tolist()], device=dev)
+                out[i].append(t)
+        done |= torch.isin(nxt, eos_t)
         if bool(done.all()) or step == max_new_tokens - 1:
             break
         t1 = time.perf_counter()
         pos = (lengths + step)[:, None]
-        logits = forward(model, nxt[:, None], pos, torch.ones_like(pos, dtype=torch.bool), cache)
-        nxt = logits[:, -1].argmax(-1)
+        nxt = forward(model, nxt[:, None], pos, torch.ones_like(pos, dtype=torch.bool), cache)[:, -1].argmax(-1)
         sync(dev)
         steps.append(time.perf_counter() - t1)
     bytes_end = cache.kv_bytes()
@@ -175,19 +251,23 @@ class ForcedResult:
 
 @torch.inference_mode()
 def teacher_forced(lm, prompts: list[list[int]], continuations: list[list[int]], method,
-                   record_attention: bool = False) -> list[ForcedResult]:
+                   record_attention: bool = False, shared: Prefill | None = None) -> list[ForcedResult]:
     """Prefill each prompt through ``method``'s cache, then feed its continuation in one forward.
 
     The continuation attends to the compressed prompt (what decoding would see); methods that also act
-    while generating apply once after the chunk.
+    while generating apply once after the chunk. ``shared`` replays a captured prompt pass of the same
+    prompts (see :func:`capture_tokens`).
     """
     model, dev = lm.model, lm.device
     if any(len(c) == 0 for c in continuations):
         raise KvcheckError("every continuation needs at least one token.")
-    ids, valid = left_pad(prompts, lm.tokenizer.pad_token_id, dev)
-    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
-    cache = CompressedCache(method, model.config.num_hidden_layers)
-    first = forward(model, ids, positions, valid, cache)[:, -1]
+    if shared is None:
+        ids, valid = left_pad(prompts, lm.tokenizer.pad_token_id, dev)
+        positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+        cache = CompressedCache(method, model.config.num_hidden_layers)
+        first = forward(model, ids, positions, valid, cache)[:, -1]
+    else:
+        valid, cache, first = shared.valid, replay(lm, shared, method), shared.first_logits
     L = max(len(c) for c in continuations)
     cont = torch.full((len(prompts), L), lm.tokenizer.pad_token_id, dtype=torch.long)
     cvalid = torch.zeros((len(prompts), L), dtype=torch.bool)

@@ -1,1 +1,253 @@
-"""kvcheck's pytest plugin."""
+"""kvcheck's whole pytest surface: options and ini keys, fixtures, markers, the report header and
+the summary table. State lives in one :class:`KvcheckSession` per process; baseline writes are held
+until the session ends; comparison rows travel from xdist workers in ``user_properties``."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .errors import KvcheckError
+
+UPDATE_MODES = ("new", "all", "perf")
+_KEY = pytest.StashKey["KvcheckSession"]()
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("kvcheck", "KV-cache compression gates")
+    g.addoption("--kvcheck-model", help="local Hugging Face model folder (default: embedded SmolLM2-135M-Instruct)")
+    g.addoption("--kvcheck-methods", help="comma-separated declared methods to run (factory or method names)")
+    g.addoption("--kvcheck-tier", help="smoke | ci | full: how many samples and lengths (default ci)")
+    g.addoption("--kvcheck-update", nargs="?", const="all", choices=UPDATE_MODES,
+                help="write baselines: new (missing only), all (rewrite what ran, perf kept), perf (this machine's perf)")
+    g.addoption("--kvcheck-baseline-dir", help="where baselines live (default: baselines/ under the rootdir)")
+    g.addoption("--kvcheck-report", help="write every comparison row to this JSON file")
+    g.addoption("--kvcheck-device", help="cpu, cuda, cuda:N or auto (default auto)")
+    g.addoption("--kvcheck-dtype", help="float32, bfloat16, float16 or auto (default: fp32 on CPU, bf16 on CUDA)")
+    g.addoption("--kvcheck-devices", help="with -n N: 'auto' or a list like 0,1,2 pins each xdist worker to a GPU")
+    for name, help_text in [("kvcheck_model", "model folder"), ("kvcheck_methods", "methods to run"),
+                            ("kvcheck_tier", "smoke | ci | full"), ("kvcheck_baseline_dir", "baseline dir"),
+                            ("kvcheck_device", "device"), ("kvcheck_dtype", "dtype")]:
+        parser.addini(name, help_text)
+    parser.addini("kvcheck_strict_perf", "fail (not skip) when no perf baseline exists for this machine",
+                  type="bool", default=False)
+
+
+def _opt(config, name):
+    value = config.getoption(f"--{name.replace('_', '-')}")
+    return value if value not in (None, "") else (config.getini(name) or None)
+
+
+class KvcheckSession:
+    def __init__(self, config):
+        from .model import DEFAULT_MODEL, pick_device, pick_dtype
+        from .tiers import TIERS
+
+        self.config = config
+        tier = _opt(config, "kvcheck_tier") or "ci"
+        if tier not in TIERS:
+            raise pytest.UsageError(f"kvcheck: unknown tier {tier!r}; use one of {', '.join(TIERS)}.")
+        self.tier = TIERS[tier]
+        self.update = config.getoption("--kvcheck-update")
+        self.model_path = _opt(config, "kvcheck_model")
+        self.model_name = DEFAULT_MODEL if not self.model_path else Path(self.model_path).name
+        methods = _opt(config, "kvcheck_methods")
+        self.select = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        root = _opt(config, "kvcheck_baseline_dir") or "baselines"
+        self.baseline_dir = Path(root) if os.path.isabs(root) else Path(config.rootpath) / root
+        self.report_path = config.getoption("--kvcheck-report")
+        self.strict_perf = bool(config.getini("kvcheck_strict_perf"))
+        try:
+            self.device = pick_device(_worker_device(config) or _opt(config, "kvcheck_device"))
+            self.dtype = pick_dtype(_opt(config, "kvcheck_dtype"), self.device)
+        except KvcheckError as exc:
+            raise pytest.UsageError(f"kvcheck: {exc}") from None
+        self.dtype_name = str(self.dtype).replace("torch.", "")
+        if self.update and self.baseline_dir.exists() and not os.access(self.baseline_dir, os.W_OK):
+            raise pytest.UsageError(f"kvcheck: baseline dir {self.baseline_dir} is not writable, but "
+                                    f"--kvcheck-update={self.update} must write there; fix its permissions "
+                                    "or pass --kvcheck-baseline-dir.")
+        self.pending: dict[Path, dict] = {}
+        self.rows: list[dict] = []
+        self._lm = self._runner = None
+
+    @property
+    def machine_key(self) -> str:
+        from .machine import machine_key
+
+        return machine_key(self.device, self.dtype_name)
+
+    @property
+    def device_name(self) -> str:
+        from .machine import device_name
+
+        return device_name(self.device)
+
+    @property
+    def lm(self):
+        if self._lm is None:
+            from .model import load_model
+
+            self._lm = load_model(self.model_path, str(self.device), self.dtype_name)
+        return self._lm
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            from .runner import Runner
+
+            self._runner = Runner(self.lm, self.tier)
+        return self._runner
+
+    def record(self, request, rows) -> None:
+        request.node.user_properties.append(("kvcheck_rows", [r.as_dict() for r in rows]))
+
+    def queue_write(self, path: Path, data: dict) -> None:
+        self.pending[Path(path)] = data
+
+    def flush(self) -> list[str]:
+        from .baseline import save
+
+        errors = []
+        for path, data in sorted(self.pending.items()):
+            try:
+                save(path, data)
+            except OSError as exc:
+                errors.append(f"kvcheck: could not write baseline {path}: {exc}")
+        self.pending.clear()
+        return errors
+
+
+def _worker_device(config) -> str | None:
+    """With --kvcheck-devices and xdist, worker gwN takes the N-th listed GPU (round robin)."""
+    spec = config.getoption("--kvcheck-devices")
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if not spec or not worker:
+        return None
+    import torch
+
+    if spec == "auto":
+        ids = list(range(torch.cuda.device_count()))
+    else:
+        try:
+            ids = [int(x) for x in spec.split(",") if x.strip()]
+        except ValueError:
+            raise pytest.UsageError(f"kvcheck: --kvcheck-devices takes 'auto' or GPU indices like 0,1; got {spec!r}.")
+    if not ids:
+        raise pytest.UsageError("kvcheck: --kvcheck-devices found no CUDA device; drop the option on CPU machines.")
+    return f"cuda:{ids[int(worker[2:]) % len(ids)]}"
+
+
+def session_of(config) -> KvcheckSession:
+    return config.stash[_KEY]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+    config.addinivalue_line("markers", "slow: long-running; part of the full tier")
+    config.stash[_KEY] = KvcheckSession(config)
+    config.pluginmanager.register(_RowCollector(config.stash[_KEY]), "kvcheck-rows")
+
+
+def pytest_report_header(config):
+    s = session_of(config)
+    return (f"kvcheck: model={s.model_name} device={s.device} dtype={s.dtype_name} tier={s.tier.name} "
+            f"machine={s.machine_key} baselines={s.baseline_dir} update={s.update or 'off'}")
+
+
+def pytest_generate_tests(metafunc):
+    if "kv_method" not in metafunc.fixturenames:
+        return
+    from .declare import declared_methods
+
+    s = session_of(metafunc.config)
+    try:
+        methods = declared_methods(s.select)
+    except KvcheckError as exc:
+        raise pytest.UsageError(f"kvcheck: {exc}") from None
+    metafunc.parametrize("kv_method", [pytest.param(m, id=m.id) for _, m in methods])
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("gpu test: no CUDA device here (its CPU twin runs the same code path)")
+
+
+@pytest.fixture(scope="session")
+def kvcheck_session(request) -> KvcheckSession:
+    return session_of(request.config)
+
+
+@pytest.fixture(scope="session")
+def kv_lm(kvcheck_session):
+    """The model under test, loaded once per process."""
+    try:
+        return kvcheck_session.lm
+    except KvcheckError as exc:
+        pytest.exit(f"kvcheck: {exc}", returncode=4)
+
+
+class _Gate:
+    def __init__(self, session, request):
+        self.session, self.request = session, request
+
+    @property
+    def runner(self):
+        return self.session.runner
+
+    def check(self, suite: str, method, measured) -> None:
+        from .gate import check
+
+        check(self.session, self.request, suite, method, measured)
+
+
+@pytest.fixture
+def kvcheck(kvcheck_session, kv_lm, request):
+    """``kvcheck.runner.measure_<suite>(method)`` then ``kvcheck.check(suite, method, measured)``."""
+    return _Gate(kvcheck_session, request)
+
+
+class _RowCollector:
+    """Collects comparison rows from test reports (on the xdist controller, from every worker)."""
+
+    def __init__(self, session: KvcheckSession):
+        self.session = session
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call":
+            self.session.rows.extend(r for name, value in report.user_properties if name == "kvcheck_rows"
+                                     for r in value)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    s = session.config.stash.get(_KEY, None)
+    if s is None:
+        return
+    for err in s.flush():
+        session.config.get_terminal_writer().line(err, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if s.report_path and not hasattr(session.config, "workerinput"):
+        from .io import write_json_atomic
+
+        write_json_atomic(s.report_path, {"kind": "kvcheck-report", "model": s.model_name, "tier": s.tier.name,
+                                          "machine": s.machine_key, "rows": s.rows})
+
+
+_ORDER = {"regressed": 0, "missing": 1, "new": 2, "improved": 3, "ok": 4}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    s = session_of(config)
+    if hasattr(config, "workerinput") or not s.rows:
+        return
+    from .summary import render
+
+    terminalreporter.section("kvcheck")
+    for line in render(sorted(s.rows, key=lambda r: (_ORDER.get(r["status"], 9), r["method"], r["suite"], r["metric"])),
+                       s):
+        terminalreporter.line(line)

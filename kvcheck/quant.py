@@ -98,3 +98,18 @@ def dequantize(q: QTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 def step_size(q: QTensor) -> torch.Tensor:
     """The quantisation step of each group (``scale``), as float32: max error is half of it."""
     return q.scale.float()
+
+
+def cat(a: QTensor | None, b: QTensor) -> QTensor:
+    """Append ``b`` after ``a`` along the token axis (axis 2 of ``[batch, heads, tokens, dim]``)."""
+    if a is None:
+        return b
+    if not isinstance(a, QTensor):  # another codec's packed tensor (e.g. fp8) appends itself
+        return a.cat(b)
+    if (a.bits, a.axis, a.group_size) != (b.bits, b.axis, b.group_size):
+        raise ValueError("cannot concatenate QTensors with different layouts")
+    groups_dim = -1 if a.axis == 2 else 2  # tokens grouped → groups are the scales' last axis
+    shape = list(a.shape)
+    shape[2] += b.shape[2]
+    return QTensor(torch.cat([a.codes, b.codes], dim=2), torch.cat([a.scale, b.scale], dim=groups_dim),
+                   torch.cat([a.zero, b.zero], dim=groups_dim), a.bits, a.axis, a.group_size, tuple(shape))

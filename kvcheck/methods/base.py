@@ -126,7 +126,14 @@ def keep_count(n_tokens: int, ratio: float) -> int:
 
 @dataclass(frozen=True)
 class EvictionMethod(Method):
-    """Keeps ``budget`` tokens per KV head; subclasses fill ``score``."""
+    """Keeps ``budget`` tokens per KV head; subclasses fill ``score``.
+
+    ``stateful`` methods keep their prefill scores in ``layer.state["score"]`` (``[batch, kv_heads,
+    slots]``, gathered with the slots on every eviction, zeros for new tokens) and update them in
+    ``decode_scores``; the state's bytes count as held.
+    """
+
+    stateful: ClassVar[bool] = False
 
     compression_ratio: float = field(default=0.5, metadata={"short": "r"})
 

@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import KvcheckError
-
-TASK_TYPES = ("QA", "Summarization", "Few-shot", "Synthetic", "Code", "Open-ended")
+from .types import TASK_TYPES  # noqa: F401
 
 
 @dataclass(frozen=True)

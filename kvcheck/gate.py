@@ -1,0 +1,135 @@
+"""The one regression check every suite calls (``perform_regression_check`` in spirit).
+
+It compares a :class:`~kvcheck.runner.Measured` with the stored baseline, queues writes per the
+update mode, records the comparison rows for the summary table, and fails the test with a message
+naming the metric, the numbers and the samples.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+
+import pytest
+
+from . import baseline as bl
+
+
+def _git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def provenance(session) -> dict:
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"kvcheck": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "device": session.device_name, "git_sha": _git_sha(),
+            "written": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _file(session, suite, method, measured) -> dict:
+    data = {"schema": bl.SCHEMA,
+            "key": {"model": session.model_name, "tier": session.tier.name, "dtype": session.dtype_name,
+                    "suite": suite, "method": method.name, "method_id": method.id,
+                    "params": {k: v for k, v in method.params().items()}},
+            "provenance": provenance(session), "metrics": measured.metrics, "details": measured.details}
+    if measured.samples is not None:
+        data["samples"] = measured.samples
+    if measured.perf is not None:
+        data["perf"] = {session.machine_key: {"metrics": measured.perf, "provenance": provenance(session)}}
+    return data
+
+
+def _flip_lines(base_samples: dict, now_samples: dict, ids: list[str], limit: int = 8) -> str:
+    out = []
+    for sid in ids[:limit]:
+        b, n = base_samples[sid], now_samples[sid]
+        out.append(f"    {sid}: expected {b.get('expected')!r}, baseline got {b.get('got')!r}, now {n.get('got')!r}")
+    if len(ids) > limit:
+        out.append(f"    … and {len(ids) - limit} more")
+    return "\n".join(out)
+
+
+def check(session, request, suite: str, method, measured) -> None:
+    update = session.update
+    path = bl.baseline_path(session.baseline_dir, session.model_name, session.tier.name, session.dtype_name,
+                            suite, method.id)
+    try:
+        base = bl.load(path)
+    except bl.BaselineError as exc:
+        pytest.fail(f"kvcheck: {exc}", pytrace=False)
+    test_file = request.node.nodeid.split("::")[0]
+    accept = f"pytest {test_file} -k '{method.id}' --kvcheck-update="
+
+    if base is None:
+        rows = bl.compare({}, measured.metrics, method.id, suite)
+        if measured.perf:
+            rows += bl.compare({}, measured.perf, method.id, suite)
+        session.record(request, rows)
+        session.queue_write(path, _file(session, suite, method, measured))
+        if update in ("new", "all"):
+            return
+        pytest.fail(f"kvcheck: no baseline for {method.id} in {suite}; new baseline written to {path}. "
+                    "Review it and commit it (or run with --kvcheck-update=new to accept new baselines).",
+                    pytrace=False)
+
+    rows = bl.compare(base["metrics"], measured.metrics, method.id, suite)
+    problems = []
+    flips = ""
+    if measured.samples is not None and isinstance(base.get("samples"), dict):
+        rw, wr = bl.flipped(base["samples"], measured.samples)
+        over = len(rw) > measured.sample_allowance
+        rows.append(bl.Row(method.id, suite, "samples.right_to_wrong", 0, len(rw), len(rw),
+                           measured.sample_allowance, "lower", "regressed" if over else "ok"))
+        if rw:
+            flips = (f"  samples right→wrong: {len(rw)} (allowed {measured.sample_allowance}); "
+                     f"wrong→right: {len(wr)}\n" + _flip_lines(base["samples"], measured.samples, rw))
+        if over:
+            problems.append("samples")
+
+    perf_rows, perf_note = [], None
+    if measured.perf is not None:
+        entry = (base.get("perf") or {}).get(session.machine_key)
+        if entry is None:
+            perf_note = (f"no perf baseline for machine {session.machine_key!r} in {path}; "
+                         "record one with --kvcheck-update=perf on this machine")
+        else:
+            perf_rows = bl.compare(entry["metrics"], measured.perf, method.id, suite)
+    rows += perf_rows
+    session.record(request, rows)
+
+    if update == "all":
+        data = _file(session, suite, method, measured)
+        data["perf"] = base.get("perf") or {}  # perf is only ever written with --kvcheck-update=perf
+        if data["metrics"] != base["metrics"] or data.get("samples") != base.get("samples") \
+                or data.get("details") != base.get("details"):
+            session.queue_write(path, data)
+        return
+    if update == "perf" and measured.perf is not None:
+        data = dict(base)
+        data["perf"] = dict(base.get("perf") or {})
+        data["perf"][session.machine_key] = {"metrics": measured.perf, "provenance": provenance(session)}
+        session.queue_write(path, data)
+        perf_rows, perf_note = [], None
+
+    bad = [r for r in rows if r.status in ("regressed", "missing") and r.metric != "samples.right_to_wrong"]
+    bad_perf = [r for r in bad if r in perf_rows]
+    if bad or problems:
+        shown = [r for r in rows if r.status in ("regressed", "missing")]
+        names = ", ".join(sorted({r.metric for r in shown}))
+        msg = (f"kvcheck: {method.id} regressed in {suite} on {names}\n"
+               f"  baseline: {path}\n{bl.format_rows(shown)}\n" + (flips + "\n" if flips else "") +
+               f"  if the change is intended, accept it with: {accept}"
+               + ("perf" if bad_perf and len(bad_perf) == len(bad) and not problems else "all"))
+        pytest.fail(msg, pytrace=False)
+    if perf_note:
+        if session.strict_perf:
+            pytest.fail(f"kvcheck: {perf_note}", pytrace=False)
+        pytest.skip(perf_note)

@@ -1,0 +1,1 @@
+"""Pure metric functions on kvcheck records and tensors."""
