@@ -11,7 +11,6 @@ import functools
 import time
 
 import torch
-import torch.nn.functional as F
 
 _registered = False
 
@@ -25,22 +24,21 @@ def _flash():
         return None
 
 
-def attend(query, key, value, mask, scaling, causal: bool) -> torch.Tensor:
-    """``[b, hq, q, d]`` × ``[b, hk, n, d]`` → ``[b, q, hq, d]`` (GQA handled, mask may be None)."""
-    groups = query.shape[1] // key.shape[1]
+def attend(module, query, key, value, mask, scaling) -> torch.Tensor:
+    """``[b, hq, q, d]`` × ``[b, hk, n, d]`` → ``[b, q, hq, d]``. Without a mask this is exactly the
+    computation transformers' own SDPA path does (causal when ``q > 1``), so the full cache reproduces
+    plain transformers; with one, the bool mask ``[b, hk or 1, q, n]`` is spread over the GQA groups."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
     if mask is None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
         fa = _flash()
         if fa is not None:
             return fa(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                      softmax_scale=scaling, causal=causal and query.shape[2] > 1)
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
-        if mask is not None and mask.shape[1] > 1:
-            mask = mask.repeat_interleave(groups, dim=1)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
-                                         is_causal=causal and mask is None and query.shape[2] > 1)
-    return out.transpose(1, 2)
+                      softmax_scale=scaling, causal=query.shape[2] > 1)
+    if mask is not None and mask.shape[1] > 1:
+        mask = mask.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    out, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=scaling)
+    return out
 
 
 def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -56,7 +54,7 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     mask = None
     if not (fresh and bool(q_valid.all())) and not (query.shape[2] == 1 and bool(layer.valid.all())):
         mask = layer.mask(q_pos, q_valid)
-    out = attend(query, key, value, mask, scaling, causal=fresh)
+    out = attend(module, query, key, value, mask, scaling)
     if cache.recorded is not None:
         cache.recorded[module.layer_idx] = out.detach()
     if cache.captured_queries is not None:

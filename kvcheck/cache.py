@@ -62,14 +62,15 @@ class _Layer(CacheLayerMixin):
 class EvictionLayer(_Layer):
     """Holds the kept tokens only. ``method`` is an EvictionMethod, or None for the full cache.
 
-    keys/values ``[b, h, n, d]``; valid/positions ``[b, h, n]``; ``budget`` ``[b]``: real tokens this
-    layer holds per head after prefill (kept constant while generating by ``acts_on_decode`` methods).
+    keys/values ``[b, h, n, d]``; valid/positions ``[b, h, n]``; ``seen`` ``[b]``: real tokens seen so
+    far; ``budget`` ``[b]``: real tokens held per head, ``method.budget(seen)`` — applied at prefill,
+    and after every step by ``acts_on_decode`` methods (so ratio 0 keeps everything).
     ``state`` holds per-slot method state (``[b, h, n]`` tensors) that moves with the slots.
     """
 
     def __init__(self, method, layer_idx: int, n_layers: int):
         super().__init__(method, layer_idx, n_layers)
-        self.valid = self.positions = self.budget = None
+        self.valid = self.positions = self.budget = self.seen = None
         self.state: dict[str, torch.Tensor] = {}
         self.last_kept: torch.Tensor | None = None  # slot positions kept at prefill, for inspection
 
@@ -95,28 +96,34 @@ class EvictionLayer(_Layer):
     def mask(self, q_pos, q_valid):
         return visibility(self.valid, self.positions, q_pos, q_valid)
 
+    def _budget(self) -> torch.Tensor:
+        """Real tokens each sample may hold: the method's budget of all tokens seen so far."""
+        return torch.tensor([self.method.budget(int(n), self.layer_idx, self.n_layers) for n in self.seen],
+                            device=self.keys.device)
+
     def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
-        """Called by the attention function once this layer's attention is computed."""
+        """Called by the attention function once this layer's attention is computed: compress at
+        prefill; while generating, ``acts_on_decode`` methods evict back to the budget."""
         if not self.prefilled:
             self.prefilled = True
-            n_valid = self.valid[:, 0].sum(dim=-1)
+            self.seen = self.valid[:, 0].sum(dim=-1)
             if self.method is None:
-                self.budget = n_valid
                 return
-            self.budget = torch.tensor([self.method.budget(int(n), self.layer_idx, self.n_layers) for n in n_valid],
-                                       device=self.keys.device)
+            self.budget = self._budget()
             inputs = ScoreInputs(queries, self.keys, self.values, self.valid[:, 0], self.positions[:, 0],
                                  scaling, self.layer_idx, self.n_layers)
             scores = self.method.score(inputs)
             if self.method.stateful:  # running scores (e.g. H2O's accumulated attention) move with the slots
                 self.state["score"] = scores.float()
-                scores = self.method.decode_scores(self, queries[:, :, :0], scaling)  # rank the raw state
             self.select(scores, self.budget, int(self.budget.max()))
             self.last_kept = self.positions.clone()
-        elif self.method is not None and self.method.acts_on_decode:
+            return
+        self.seen = self.seen + self.valid[:, 0, -queries.shape[2]:].sum(dim=-1)
+        if self.method is not None and self.method.acts_on_decode:
+            self.budget = self._budget()
             if bool((self.kept_counts()[:, 0] > self.budget).any()):
                 scores = self.method.decode_scores(self, queries, scaling)
-                self.select(scores, self.budget, self.keys.shape[2] - queries.shape[2])
+                self.select(scores, self.budget, min(self.keys.shape[2], int(self.budget.max())))
 
     def select(self, scores: torch.Tensor, cap: torch.Tensor, width: int) -> None:
         """Keep ``width`` slots per (sample, head): the ``cap[b]`` best-scored real tokens, in positional
@@ -180,7 +187,8 @@ class QuantLayer(_Layer):
         return visibility(self.valid[:, None], self.positions[:, None], q_pos, q_valid)
 
     def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
-        """Flush the residual: keep ``residual`` newest tokens, quantise older ones in whole blocks."""
+        """Flush the residual: at prefill everything but the newest ``residual`` tokens is quantised
+        (the oldest group partial); later, whole blocks once the residual exceeds ``residual + block``."""
         self.prefilled = True
         block, keep = self.method.block, self.method.residual
         r = self.keys.shape[2]
@@ -188,21 +196,10 @@ class QuantLayer(_Layer):
         if r < keep + (block if started else 1):
             return
         n = ((r - keep) // block) * block if started else r - keep
-        pad = (-n) % block  # at prefill, pad the oldest block at the front with invalid slots
-        k, v = self.keys[:, :, :n], self.values[:, :, :n]
-        val, pos = self.valid[:, self.n_quant:self.n_quant + n], self.positions[:, self.n_quant:self.n_quant + n]
-        if pad:
-            b, h, _, d = k.shape
-            k = torch.cat([k.new_zeros(b, h, pad, d), k], dim=2)
-            v = torch.cat([v.new_zeros(b, h, pad, d), v], dim=2)
-            val = torch.cat([val.new_zeros(b, pad), val], dim=1)
-            pos = torch.cat([pos.new_zeros(b, pad), pos], dim=1)
-            head = self.n_quant
-            self.valid = torch.cat([self.valid[:, :head], val, self.valid[:, head + n:]], dim=1)
-            self.positions = torch.cat([self.positions[:, :head], pos, self.positions[:, head + n:]], dim=1)
-        self.qk = quant.cat(self.qk, self.method.quantize_keys(k, val))
-        self.qv = quant.cat(self.qv, self.method.quantize_values(v, val))
-        self.n_quant += n + pad
+        val = self.valid[:, self.n_quant:self.n_quant + n]
+        self.qk = quant.cat(self.qk, self.method.quantize_keys(self.keys[:, :, :n], val))
+        self.qv = quant.cat(self.qv, self.method.quantize_values(self.values[:, :, :n], val))
+        self.n_quant += n
         self.keys, self.values = self.keys[:, :, n:], self.values[:, :, n:]
 
     def kept_counts(self) -> torch.Tensor:

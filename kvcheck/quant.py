@@ -17,7 +17,9 @@ SCALE_DTYPE = torch.float16
 class QTensor:
     """Packed codes ``uint8 [..., last // (8 // bits)]`` plus per-group ``scale`` and ``zero``.
 
-    ``axis`` is the grouped axis (of the unpacked tensor) and ``shape`` the unpacked shape.
+    ``axis`` is the grouped axis (of the unpacked tensor) and ``shape`` the unpacked shape. Groups are
+    aligned to the end of ``axis``: the first group may be partial, covering only its last
+    ``group_size - lead_pad`` entries (no codes are stored for the missing ones).
     """
 
     codes: torch.Tensor
@@ -27,6 +29,7 @@ class QTensor:
     axis: int
     group_size: int
     shape: tuple
+    lead_pad: int = 0
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero))
@@ -59,23 +62,30 @@ def _grouped(x: torch.Tensor, axis: int, group_size: int) -> torch.Tensor:
 
 def quantize(x: torch.Tensor, bits: int, axis: int, group_size: int,
              valid: torch.Tensor | None = None) -> QTensor:
-    """Quantise ``x`` in groups of ``group_size`` along ``axis`` (its length must be a multiple).
+    """Quantise ``x`` in groups of ``group_size`` along ``axis``, groups aligned to the axis' end.
 
     ``valid`` (broadcastable to ``x``, bool) excludes entries from the min/max (left padding), so a
     group's range depends only on real tokens.
     """
     axis = axis % x.ndim
-    if x.shape[axis] % group_size:
-        raise ValueError(f"axis {axis} of length {x.shape[axis]} is not a multiple of group_size {group_size}")
     levels = (1 << bits) - 1
-    g = _grouped(x.float(), axis, group_size)
-    if valid is None:
+    pad = (-x.shape[axis]) % group_size
+    xf = x.float()
+    v = valid.expand_as(x) if valid is not None else None
+    if pad:  # the oldest group is partial: pad it with excluded entries, dropped again below
+        shape = list(x.shape)
+        shape[axis] = pad
+        xf = torch.cat([xf.new_zeros(shape), xf], dim=axis)
+        v = torch.cat([torch.zeros(shape, dtype=torch.bool, device=x.device),
+                       v if v is not None else torch.ones_like(x, dtype=torch.bool)], dim=axis)
+    g = _grouped(xf, axis, group_size)
+    if v is None:
         lo, hi = g.amin(dim=-1), g.amax(dim=-1)
     else:
-        v = _grouped(valid.expand_as(x), axis, group_size)
-        lo = g.masked_fill(~v, float("inf")).amin(dim=-1)
-        hi = g.masked_fill(~v, float("-inf")).amax(dim=-1)
-        empty = ~v.any(dim=-1)
+        vg = _grouped(v, axis, group_size)
+        lo = g.masked_fill(~vg, float("inf")).amin(dim=-1)
+        hi = g.masked_fill(~vg, float("-inf")).amax(dim=-1)
+        empty = ~vg.any(dim=-1)
         lo, hi = lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
     zero = lo.to(SCALE_DTYPE)
     zero = torch.where(zero.float() > lo, torch.nextafter(zero, torch.full_like(zero, float("-inf"))), zero)
@@ -83,16 +93,19 @@ def quantize(x: torch.Tensor, bits: int, axis: int, group_size: int,
     scale = step.to(SCALE_DTYPE)
     scale = torch.where(scale.float() < step, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
     codes = ((g - zero.float()[..., None]) / scale.float()[..., None]).round_().clamp_(0, levels).to(torch.uint8)
-    codes = codes.reshape(*codes.shape[:-2], -1).movedim(-1, axis).contiguous()
-    return QTensor(pack(codes, bits), scale, zero, bits, axis, group_size, tuple(x.shape))
+    codes = codes.reshape(*codes.shape[:-2], -1)[..., pad:].movedim(-1, axis).contiguous()
+    return QTensor(pack(codes, bits), scale, zero, bits, axis, group_size, tuple(x.shape), pad)
+
+
+def _per_entry(t: torch.Tensor, q: QTensor) -> torch.Tensor:
+    """Group scales/zeros ``[..., n_groups]`` → one per entry of the grouped axis ``[..., n]``."""
+    return t.float().repeat_interleave(q.group_size, dim=-1)[..., q.lead_pad:]
 
 
 def dequantize(q: QTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    codes = unpack(q.codes, q.bits)
-    g = _grouped(codes, q.axis, q.group_size).float()
-    x = g * q.scale.float()[..., None] + q.zero.float()[..., None]
-    x = x.reshape(*x.shape[:-2], -1).movedim(-1, q.axis)
-    return x.to(dtype)
+    codes = unpack(q.codes, q.bits).movedim(q.axis, -1).float()
+    x = codes * _per_entry(q.scale, q) + _per_entry(q.zero, q)
+    return x.movedim(-1, q.axis).to(dtype)
 
 
 def step_size(q: QTensor) -> torch.Tensor:
@@ -106,10 +119,11 @@ def cat(a: QTensor | None, b: QTensor) -> QTensor:
         return b
     if not isinstance(a, QTensor):  # another codec's packed tensor (e.g. fp8) appends itself
         return a.cat(b)
-    if (a.bits, a.axis, a.group_size) != (b.bits, b.axis, b.group_size):
-        raise ValueError("cannot concatenate QTensors with different layouts")
+    if (a.bits, a.axis, a.group_size) != (b.bits, b.axis, b.group_size) or b.lead_pad:
+        raise ValueError("cannot concatenate QTensors with different layouts (or a partial group after the first)")
     groups_dim = -1 if a.axis == 2 else 2  # tokens grouped → groups are the scales' last axis
     shape = list(a.shape)
     shape[2] += b.shape[2]
     return QTensor(torch.cat([a.codes, b.codes], dim=2), torch.cat([a.scale, b.scale], dim=groups_dim),
-                   torch.cat([a.zero, b.zero], dim=groups_dim), a.bits, a.axis, a.group_size, tuple(shape))
+                   torch.cat([a.zero, b.zero], dim=groups_dim), a.bits, a.axis, a.group_size, tuple(shape),
+                   a.lead_pad)

@@ -2,8 +2,9 @@
 Attention Sinks").
 
 Rule: keep the first ``sinks`` tokens (attention sinks) and the most recent tokens, ``budget`` in all,
-where budget = n − int(n × compression_ratio). While generating, the window keeps sliding: each new
-token evicts the oldest non-sink token, so the cache stays at its prefill budget.
+where budget = n − int(n × compression_ratio) of the n tokens seen so far. While generating the window
+keeps sliding: whenever the cache exceeds the budget of everything seen, the oldest non-sink tokens
+go (ratio 0 keeps everything).
 """
 from __future__ import annotations
 
