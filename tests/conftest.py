@@ -24,14 +24,14 @@ class TinyTokenizer:
         return "".join(chr(i - 3 + 32) if 3 <= i < 128 else "" for i in ids)
 
 
-def make_tiny(layers: int = 3, q_heads: int = 4, kv_heads: int = 2, seed: int = 0) -> LoadedModel:
+def make_tiny(layers: int = 3, q_heads: int = 4, kv_heads: int = 2, seed: int = 0, hidden: int = 64) -> LoadedModel:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from kvcheck.attention import register
 
     register()
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=128, hidden_size=hidden, intermediate_size=128, num_hidden_layers=layers,
                       num_attention_heads=q_heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
                       attn_implementation="kvcheck", eos_token_id=2, pad_token_id=0, bos_token_id=1)
     model = LlamaForCausalLM(cfg).eval()
@@ -41,6 +41,12 @@ def make_tiny(layers: int = 3, q_heads: int = 4, kv_heads: int = 2, seed: int = 
 @pytest.fixture(scope="session")
 def tiny_lm():
     return make_tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_d64():
+    """Tiny model with the default model's head geometry (head_dim 64, GQA 3:1) for byte accounting."""
+    return make_tiny(layers=2, q_heads=3, kv_heads=1, hidden=192)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,200 @@
+"""Every gate is shown to fail: each suite runs (in a subprocess, smoke tier) against a planted
+regression and must fail with a message naming the metric (and the samples where samples are
+involved), while unchanged methods in the same run pass. Also: missing and corrupt baselines,
+update modes, and xdist."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFTEST = '''
+import os
+import kvcheck
+import kvcheck.engine as engine
+from kvcheck.methods import Full, KIVI, SnapKV, StreamingLLM
+
+PLANT = os.environ.get("KVCHECK_PLANT", "")
+
+
+class NoSinks(StreamingLLM):
+    """streaming_llm with its attention sinks dropped (same id: it is judged by the real baseline)."""
+    def _rank(self, positions, first):
+        return positions.float()
+
+
+class WrongScale(KIVI):
+    """kivi that dequantises with twice the stored scale."""
+    def dequantize(self, packed, dtype):
+        packed = type(packed)(packed.codes, packed.scale * 2, packed.zero, packed.bits, packed.axis,
+                              packed.group_size, packed.shape, packed.lead_pad)
+        return super().dequantize(packed, dtype)
+
+
+class SlowScore(SnapKV):
+    """snapkv whose scoring does three times the work."""
+    def score(self, inputs):
+        super().score(inputs)
+        super().score(inputs)
+        return super().score(inputs)
+
+
+if PLANT == "eos":  # a method under which the model never ends its answer
+    _forward = engine.forward
+
+    def forward(model, ids, positions, valid, cache, logits_to_keep=1):
+        logits = _forward(model, ids, positions, valid, cache, logits_to_keep)
+        if isinstance(cache.method, SnapKV):
+            logits[..., 2] = float("-inf")
+        return logits
+
+    engine.forward = forward
+
+
+@kvcheck.method()
+def full():
+    return Full()
+
+
+@kvcheck.method(params=[0.5])
+def streaming_llm(r):
+    return (NoSinks if PLANT == "sinks" else StreamingLLM)(compression_ratio=r, sinks=4)
+
+
+@kvcheck.method(params=[0.5])
+def snapkv(r):
+    return (SlowScore if PLANT == "slow" else SnapKV)(compression_ratio=r, window=16)
+
+
+@kvcheck.method(params=[4])
+def kivi(bits):
+    return (WrongScale if PLANT == "scale" else KIVI)(bits=bits, group_size=32, residual=16)
+'''
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makeconftest(CONFTEST)
+    shutil.copytree(ROOT / "suites", pytester.path / "suites")
+    return pytester
+
+
+def run(project, *args, plant=""):
+    project._monkeypatch.setenv("KVCHECK_PLANT", plant)  # inherited by the subprocess
+    return project.runpytest_subprocess("--kvcheck-tier", "smoke", "-p", "no:cacheprovider", "-p", "no:randomly",
+                                        *args)
+
+
+def baselines(project) -> dict[str, str]:
+    root = project.path / "baselines"
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.json"))}
+
+
+def accept(project, suite: str, methods: str):
+    r = run(project, f"suites/{suite}", "--kvcheck-methods", methods, "--kvcheck-update=new")
+    assert r.ret == 0, r.stdout.str()
+
+
+def test_dropped_sinks_fail_fidelity_and_accuracy(project):
+    accept(project, "test_fidelity.py", "full,streaming_llm")
+    accept(project, "test_accuracy.py", "full,streaming_llm")
+    r = run(project, "suites/test_fidelity.py", "suites/test_accuracy.py", "--kvcheck-methods", "full,streaming_llm",
+            plant="sinks")
+    out = r.stdout.str()
+    r.assert_outcomes(passed=2, failed=2)
+    assert "streaming_llm-r0.5-s4 regressed in fidelity on" in out and "kl_divergence" in out
+    assert "streaming_llm-r0.5-s4 regressed in accuracy on" in out
+    assert "samples right→wrong" in out and "passkey-L256-s0-" in out and "expected '" in out
+    assert "REGRESSED" in out and "accept intended changes with" in out
+
+
+def test_wrong_kivi_scale_fails_fidelity(project):
+    accept(project, "test_fidelity.py", "full,kivi")
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "full,kivi", plant="scale")
+    r.assert_outcomes(passed=1, failed=1)
+    out = r.stdout.str()
+    assert "kivi-b4-g32-res16 regressed in fidelity on" in out
+    assert "attn_rel_error" in out and "kl_divergence" in out
+
+
+def test_suppressed_eos_fails_length_drift(project):
+    accept(project, "test_length_drift.py", "full,snapkv")
+    r = run(project, "suites/test_length_drift.py", "--kvcheck-methods", "full,snapkv", plant="eos")
+    r.assert_outcomes(passed=1, failed=1)
+    out = r.stdout.str()
+    assert "snapkv-r0.5-w16-k5-pavg regressed in drift on" in out
+    assert "share_hit_cap" in out and "latency_ratio" in out
+
+
+def test_three_times_slower_scoring_fails_throughput(project):
+    accept(project, "test_throughput.py", "full,snapkv")
+    r = run(project, "suites/test_throughput.py", "--kvcheck-methods", "full,snapkv", plant="slow")
+    out = r.stdout.str()
+    r.assert_outcomes(passed=1, failed=1, skipped=2)
+    assert "snapkv-r0.5-w16-k5-pavg regressed in throughput on" in out and "compress_share" in out
+    assert "--kvcheck-update=perf" in out
+
+
+def test_missing_baseline_is_written_and_fails_then_passes(project):
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "full")
+    r.assert_outcomes(failed=1)
+    assert "new baseline written to" in r.stdout.str() and "review it and commit it".lower() in r.stdout.str().lower()
+    written = baselines(project)
+    assert list(written) == ["smollm2-135m-instruct/smoke-float32/fidelity/full.json"]
+    data = json.loads(next(iter(written.values())))
+    assert data["schema"] == 1 and data["key"]["method_id"] == "full" and "kl_divergence" in data["metrics"]
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "full")
+    r.assert_outcomes(passed=1)
+    assert baselines(project) == written  # a passing run changes nothing
+
+
+def test_corrupt_baseline_is_reported_and_kept(project):
+    path = project.path / "baselines/smollm2-135m-instruct/smoke-float32/fidelity/full.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"schema": 1, "key": {')
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "full", "--kvcheck-update=all")
+    r.assert_outcomes(failed=1)
+    assert "is not valid JSON" in r.stdout.str() and "git checkout" in r.stdout.str()
+    assert path.read_text() == '{"schema": 1, "key": {'
+
+
+def test_update_modes(project):
+    accept(project, "test_fidelity.py", "full,snapkv")
+    before = baselines(project)
+    key = "smollm2-135m-instruct/smoke-float32/fidelity/snapkv-r0.5-w16-k5-pavg.json"
+    # a changed method fails without an update, and the file stays as it was
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv", plant="slow")
+    r.assert_outcomes(passed=1)  # slower scoring does not change fidelity
+    data = json.loads(before[key])
+    data["metrics"]["kl_divergence"]["value"] = 0.0  # pretend the baseline was perfect
+    data["metrics"]["kl_divergence"]["tolerance"] = 0.0
+    (project.path / "baselines" / key).write_text(json.dumps(data))
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv")
+    r.assert_outcomes(failed=1)
+    assert "kl_divergence" in r.stdout.str()
+    # =new does not touch existing files
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv", "--kvcheck-update=new")
+    r.assert_outcomes(failed=1)
+    # =all rewrites what ran, and only that
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv", "--kvcheck-update=all")
+    r.assert_outcomes(passed=1)
+    after = baselines(project)
+    assert json.loads(after[key])["metrics"] == json.loads(before[key])["metrics"]
+    assert after["smollm2-135m-instruct/smoke-float32/fidelity/full.json"] == \
+        before["smollm2-135m-instruct/smoke-float32/fidelity/full.json"]
+
+
+def test_xdist_gives_the_same_rows(project):
+    accept(project, "test_fidelity.py", "full,snapkv,kivi")
+    serial = run(project, "suites/test_fidelity.py", "--kvcheck-report", "serial.json")
+    parallel = run(project, "suites/test_fidelity.py", "-n", "2", "--kvcheck-report", "parallel.json")
+    serial.assert_outcomes(passed=3)
+    parallel.assert_outcomes(passed=3)
+    rows = lambda name: sorted(json.dumps(r, sort_keys=True)  # noqa: E731
+                               for r in json.loads((project.path / name).read_text())["rows"])
+    assert rows("serial.json") == rows("parallel.json") and rows("serial.json")
+    assert "kvcheck: " in parallel.stdout.str() and "ok" in parallel.stdout.str()
