@@ -65,7 +65,7 @@ class KvcheckSession:
         except KvcheckError as exc:
             raise pytest.UsageError(f"kvcheck: {exc}") from None
         self.dtype_name = str(self.dtype).replace("torch.", "")
-        if self.update and self.baseline_dir.exists() and not os.access(self.baseline_dir, os.W_OK):
+        if self.update and not _writable(self.baseline_dir):
             raise pytest.UsageError(f"kvcheck: baseline dir {self.baseline_dir} is not writable, but "
                                     f"--kvcheck-update={self.update} must write there; fix its permissions "
                                     "or pass --kvcheck-baseline-dir.")
@@ -118,6 +118,14 @@ class KvcheckSession:
                 errors.append(f"kvcheck: could not write baseline {path}: {exc}")
         self.pending.clear()
         return errors
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` can be written or created: its first existing ancestor is a writable dir."""
+    p = folder
+    while not p.exists():
+        p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK)
 
 
 def _worker_device(config) -> str | None:
