@@ -7,7 +7,6 @@ cache's reference outputs once. Each ``measure_*`` returns a :class:`Measured` t
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +16,6 @@ from .baseline import metric
 from .methods.full import Full
 from .metrics import drift as drift_m
 from .metrics import fidelity as fid
-from .metrics import throughput as tp
 from .tasks import get_task
 from .tasks.texts import open_ended, passage_text
 
@@ -137,53 +135,18 @@ class Runner:
         return Measured(metrics, samples=samples, sample_allowance=1)
 
     # ---- throughput --------------------------------------------------------------------------
-    def _timed(self, samples, method, decode_steps: int):
-        """One live prefill + ``decode_steps`` decode steps; (prefill s, median step s, compress s, cache)."""
-        lm = self.lm
-        seqs, ids, valid, positions = engine._prepare(lm, samples, decode_steps)
-        cache = engine.CompressedCache(method, lm.model.config.num_hidden_layers)
-        cache.time_compression = True
-        with torch.inference_mode():
-            engine.sync(lm.device)
-            t0 = time.perf_counter()
-            nxt = engine.forward(lm.model, ids, positions, valid, cache)[:, -1].argmax(-1)
-            engine.sync(lm.device)
-            prefill = time.perf_counter() - t0
-            compress = cache.compress_s
-            lengths, steps = valid.sum(-1), []
-            for step in range(decode_steps):
-                pos = (lengths + step)[:, None]
-                t1 = time.perf_counter()
-                nxt = engine.forward(lm.model, nxt[:, None], pos, torch.ones_like(pos, dtype=torch.bool),
-                                     cache)[:, -1].argmax(-1)
-                engine.sync(lm.device)
-                steps.append(time.perf_counter() - t1)
-        return prefill, statistics.median(steps), compress, cache
-
     def measure_throughput(self, method, grid=None, repeats=None, decode_steps: int = 4) -> Measured:
+        from .bench import measure_point
+
         grid = grid or self.tier.throughput_grid
         repeats = repeats or self.tier.repeats
-        task = get_task("passkey")
         metrics, perf, details = {}, {}, {}
         for batch, length in grid:
-            items = task.samples(self.lm.tokenizer, batch, length, seed=1)
+            p = measure_point(self.lm, method, batch, length, repeats, decode_steps)
             tag = f"b{batch}-L{length}"
-            self._timed(items, Full(), 1)  # warm-up
-            self._timed(items, method, 1)
-            fp, fd, mp, md, mc = [], [], [], [], []
-            for _ in range(repeats):  # A/B interleaved so machine drift cancels
-                p, d, _, full_cache = self._timed(items, Full(), decode_steps)
-                fp.append(p), fd.append(d)
-                p, d, c, cache = self._timed(items, method, decode_steps)
-                mp.append(p), md.append(d), mc.append(c)
-            kv_ratio = cache.kv_bytes(float_bytes=2) / full_cache.kv_bytes(float_bytes=2)
-            metrics[f"{tag}.kv_ratio"] = metric(kv_ratio, 0.005, "lower")
-            perf[f"{tag}.prefill_ratio"] = metric(tp.ratio(mp, fp), 0.25, "lower")
-            perf[f"{tag}.decode_ratio"] = metric(tp.ratio(md, fd), 0.25, "lower")
-            share = statistics.median(mc) / statistics.median(fp)
-            perf[f"{tag}.compress_share"] = metric(share, max(0.5 * share, 0.01), "lower")
-            details[tag] = {"prefill_spread": round(tp.spread(fp), 4), "decode_spread": round(tp.spread(fd), 4),
-                            "kv_bytes": cache.kv_bytes(), "full_kv_bytes": full_cache.kv_bytes()}
-            if self.lm.device.type == "cuda":
-                details[tag]["peak_mem_bytes"] = torch.cuda.max_memory_allocated(self.lm.device)
+            metrics[f"{tag}.kv_ratio"] = metric(p.kv_ratio, 0.005, "lower")
+            perf[f"{tag}.prefill_ratio"] = metric(p.prefill_ratio, 0.25, "lower")
+            perf[f"{tag}.decode_ratio"] = metric(p.decode_ratio, 0.25, "lower")
+            perf[f"{tag}.compress_share"] = metric(p.compress_share, max(0.5 * p.compress_share, 0.01), "lower")
+            details[tag] = {"decode_bound": round(p.decode_bound, 4)}  # from bytes: timing-free
         return Measured(metrics, perf=perf, details=details)

@@ -1,0 +1,137 @@
+"""Timing a method against the full cache in one run: warm-up, device synchronisation (CUDA events
+on GPU), A/B interleaved repeats so machine drift cancels, medians and spreads. Prompts are seeded
+random token ids of exactly the asked length."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import engine
+from .cache import CompressedCache
+from .methods.full import Full
+from .metrics import throughput as tp
+
+
+@dataclass
+class Timing:
+    prefill_s: float
+    decode_step_s: float  # median over the decode steps
+    compress_s: float  # time spent in the method's compression during prefill
+    kv_bytes: int  # held after prefill (real)
+    kv_bytes_fp16: int  # fp16-equivalent
+    peak_mem: int | None  # bytes allocated at peak during prefill (CUDA only)
+
+
+class _Clock:
+    """Wall clock on CPU; CUDA events on GPU (synchronised before reading)."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+
+    def start(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def stop(self, start) -> float:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1000.0
+        return time.perf_counter() - start
+
+
+def prompt_ids(lm, batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    vocab = lm.model.config.vocab_size
+    return torch.randint(100, min(vocab, 30000), (batch, length), generator=g).to(lm.device)
+
+
+@torch.inference_mode()
+def time_run(lm, ids: torch.Tensor, method, decode_steps: int) -> Timing:
+    model, dev = lm.model, lm.device
+    b, t = ids.shape
+    clock = _Clock(dev)
+    valid = torch.ones(b, t, dtype=torch.bool, device=dev)
+    positions = torch.arange(t, device=dev)[None].expand(b, t)
+    cache = CompressedCache(method, model.config.num_hidden_layers)
+    cache.time_compression = True
+    if clock.cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = clock.start()
+    nxt = engine.forward(model, ids, positions, valid, cache)[:, -1].argmax(-1)
+    prefill = clock.stop(t0)
+    peak = torch.cuda.max_memory_allocated(dev) if clock.cuda else None
+    kv, kv16 = cache.kv_bytes(), cache.kv_bytes(float_bytes=2)
+    steps = []
+    one = torch.ones(b, 1, dtype=torch.bool, device=dev)
+    for step in range(decode_steps):
+        pos = torch.full((b, 1), t + step, device=dev)
+        t1 = clock.start()
+        nxt = engine.forward(model, nxt[:, None], pos, one, cache)[:, -1].argmax(-1)
+        steps.append(clock.stop(t1))
+    return Timing(prefill, statistics.median(steps) if steps else 0.0, cache.compress_s, kv, kv16, peak)
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@dataclass
+class Point:
+    """One method at one (batch, length), with full measured alongside."""
+
+    method: str
+    batch: int
+    length: int
+    prefill_ratio: float
+    decode_ratio: float
+    compress_share: float
+    kv_ratio: float  # fp16-equivalent bytes held / full's
+    decode_bound: float  # best decode speed-up if decode is bound by bytes read: (W + KVfull)/(W + KV)
+    decode_speedup: float  # measured full step time / method step time
+    prefill_tok_s: float
+    decode_tok_s: float
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    peak_mem_ratio: float | None
+    prefill_spread: float
+    decode_spread: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def measure_point(lm, method, batch: int, length: int, repeats: int = 5, decode_steps: int = 8,
+                  seed: int = 0) -> Point:
+    ids = prompt_ids(lm, batch, length, seed)
+    time_run(lm, ids, Full(), 2)  # warm-up both paths
+    time_run(lm, ids, method, 2)
+    full, meth = [], []
+    for _ in range(repeats):
+        full.append(time_run(lm, ids, Full(), decode_steps))
+        meth.append(time_run(lm, ids, method, decode_steps))
+    fp, mp = [x.prefill_s for x in full], [x.prefill_s for x in meth]
+    fd, md = [x.decode_step_s for x in full], [x.decode_step_s for x in meth]
+    m = meth[-1]
+    ttft = statistics.median(mp)
+    tpot = statistics.median(md)
+    peak = None
+    if m.peak_mem is not None and full[-1].peak_mem:
+        peak = m.peak_mem / full[-1].peak_mem
+    return Point(
+        method=method.id, batch=batch, length=length, prefill_ratio=tp.ratio(mp, fp), decode_ratio=tp.ratio(md, fd),
+        compress_share=statistics.median(x.compress_s for x in meth) / statistics.median(fp),
+        kv_ratio=m.kv_bytes_fp16 / full[-1].kv_bytes_fp16,
+        decode_bound=tp.decode_bound(weight_bytes(lm.model), full[-1].kv_bytes, m.kv_bytes),
+        decode_speedup=statistics.median(fd) / tpot, prefill_tok_s=batch * length / ttft,
+        decode_tok_s=batch / tpot, ttft_s=ttft, tpot_s=tpot, e2e_s=ttft + decode_steps * tpot,
+        peak_mem_ratio=peak, prefill_spread=tp.spread(mp), decode_spread=tp.spread(md))
