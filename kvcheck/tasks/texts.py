@@ -63,10 +63,10 @@ PASSAGES = [
 ]
 
 INSTRUCTIONS = [
-    "Summarize the following passage in a few sentences.",
-    "Explain the main idea of this passage to a ten-year-old.",
-    "Write three questions a teacher could ask about this passage.",
-    "Describe what happens in this passage and why it matters.",
+    "What is the main idea of this passage? Answer briefly.",
+    "Who or what is this passage about? Answer briefly.",
+    "What happens in this passage? Answer briefly.",
+    "What can we learn from this passage? Answer briefly.",
 ]
 
 
