@@ -7,7 +7,10 @@ Add your own with one decorated factory; every suite then runs on it::
         return MyPress(compression_ratio=ratio)
 """
 import kvcheck
-from kvcheck.methods import KIVI, Full, SnapKV, StreamingLLM
+from kvcheck.methods import (FP8, H2O, KIVI, Full, IntQuant, KNorm, PyramidKV, RandomKeep, SnapKV,
+                             StreamingLLM, TOVA)
+
+RATIOS = [0.5, 0.75]
 
 
 @kvcheck.method()
@@ -15,17 +18,54 @@ def full():
     return Full()
 
 
-@kvcheck.method(params=[0.5, 0.75])
+@kvcheck.method(params=RATIOS)
 def streaming_llm(ratio):
     return StreamingLLM(compression_ratio=ratio, sinks=4)
 
 
-@kvcheck.method(params=[0.5, 0.75])
+# a 16-token observation window covers the question at the end of the task prompts
+@kvcheck.method(params=RATIOS)
 def snapkv(ratio):
-    # a 16-token observation window covers the question at the end of the task prompts
     return SnapKV(compression_ratio=ratio, window=16, kernel=5, pooling="avg")
 
 
-@kvcheck.method(params=[2, 4])
-def kivi(bits):
-    return KIVI(bits=bits, group_size=32, residual=32)
+@kvcheck.method(params=RATIOS)
+def pyramidkv(ratio):
+    return PyramidKV(compression_ratio=ratio, window=16, kernel=5, pooling="avg")
+
+
+@kvcheck.method(params=RATIOS)
+def h2o(ratio):
+    return H2O(compression_ratio=ratio, recent=32)
+
+
+@kvcheck.method(params=RATIOS)
+def tova(ratio):
+    return TOVA(compression_ratio=ratio)
+
+
+@kvcheck.method(params=RATIOS)
+def knorm(ratio):
+    return KNorm(compression_ratio=ratio)
+
+
+@kvcheck.method(params=RATIOS)
+def random(ratio):
+    return RandomKeep(compression_ratio=ratio, seed=0)
+
+
+# group sizes chosen so codes + fp16 scales + residual stay under 0.20 (2-bit) / 0.30 (4-bit) of fp16
+@kvcheck.method(params=[(2, 64), (4, 128)], ids=lambda p: f"b{p[0]}")
+def kivi(bits_group):
+    bits, group = bits_group
+    return KIVI(bits=bits, group_size=group, residual=32)
+
+
+@kvcheck.method(params=[8, 4])
+def int_quant(bits):
+    return IntQuant(bits=bits, group_size=32)
+
+
+@kvcheck.method(params=[0, 64])
+def fp8(residual):
+    return FP8(residual=residual)

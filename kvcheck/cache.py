@@ -115,14 +115,17 @@ class EvictionLayer(_Layer):
             scores = self.method.score(inputs)
             if self.method.stateful:  # running scores (e.g. H2O's accumulated attention) move with the slots
                 self.state["score"] = scores.float()
+                scores = self.method.decode_scores(self, queries[:, :, :0], scaling)  # rank the raw state
             self.select(scores, self.budget, int(self.budget.max()))
             self.last_kept = self.positions.clone()
             return
         self.seen = self.seen + self.valid[:, 0, -queries.shape[2]:].sum(dim=-1)
         if self.method is not None and self.method.acts_on_decode:
             self.budget = self._budget()
-            if bool((self.kept_counts()[:, 0] > self.budget).any()):
+            over = bool((self.kept_counts()[:, 0] > self.budget).any())
+            if over or self.method.stateful:  # stateful methods update their running scores every step
                 scores = self.method.decode_scores(self, queries, scaling)
+            if over:
                 self.select(scores, self.budget, min(self.keys.shape[2], int(self.budget.max())))
 
     def select(self, scores: torch.Tensor, cap: torch.Tensor, width: int) -> None:

@@ -48,7 +48,7 @@ def register_task(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
-    from . import passkey  # noqa: F401  (registers the built-in tasks)
+    from . import kv_retrieval, multikey, passkey  # noqa: F401  (register the built-in tasks)
 
     if name not in TASKS:
         raise KvcheckError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.")

@@ -1,0 +1,65 @@
+"""``fp8`` — FP8 (e4m3) KV cache with per-token, per-head scales, as in vLLM's and TensorRT-LLM's
+fp8 KV caches.
+
+Rule: for every token and KV head, scale = absmax / 448 (448 = the largest e4m3 value), stored as
+float16 rounded up so no code overflows; codes = x / scale cast to ``torch.float8_e4m3fn`` (one byte
+each). Bytes per token, head and tensor: head_dim + 2. The newest ``residual`` tokens stay in full
+precision; each token is quantised as soon as it leaves the residual (blocks of one token).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from .. import quant
+from .base import QuantMethod, check_int, register
+
+E4M3_MAX = 448.0
+MIN_SCALE = 2.0 ** -24  # smallest positive float16: an all-zero vector still gets a usable scale
+
+
+@dataclass
+class FP8Tensor:
+    """e4m3 codes ``[b, kv_heads, n, head_dim]`` and float16 scales ``[b, kv_heads, n, 1]``."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.codes, self.scale))
+
+    def cat(self, other: "FP8Tensor") -> "FP8Tensor":
+        """Append ``other`` along the token axis (what ``quant.cat`` calls)."""
+        return FP8Tensor(torch.cat([self.codes, other.codes], dim=2), torch.cat([self.scale, other.scale], dim=2))
+
+
+@register
+@dataclass(frozen=True)
+class FP8(QuantMethod):
+    name = "fp8"
+    acts_on_decode = True
+    block: ClassVar[int] = 1
+
+    residual: int = field(default=0, metadata={"short": "res"})
+
+    def __post_init__(self):
+        check_int(self.residual, "residual", 0)
+
+    def quantize(self, x: torch.Tensor) -> FP8Tensor:
+        x = x.float()
+        step = (x.abs().amax(dim=-1, keepdim=True) / E4M3_MAX).clamp_min(MIN_SCALE)
+        scale = step.to(quant.SCALE_DTYPE)
+        scale = torch.where(scale.float() < step, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
+        codes = (x / scale.float()).clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+        return FP8Tensor(codes, scale)
+
+    def quantize_keys(self, keys: torch.Tensor, valid: torch.Tensor) -> FP8Tensor:
+        return self.quantize(keys)
+
+    def quantize_values(self, values: torch.Tensor, valid: torch.Tensor) -> FP8Tensor:
+        return self.quantize(values)
+
+    def dequantize(self, packed: FP8Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return (packed.codes.float() * packed.scale.float()).to(dtype)
