@@ -60,12 +60,12 @@ def main(argv=None) -> int:
     lm = build(a.arch, a.device, dtype)
     methods = [parse_method_spec(m) for m in a.method]
     points = []
+    print(f"arch={a.arch} (random weights) device={a.device} dtype={str(dtype).replace('torch.', '')}", flush=True)
     for m in methods:
         for b in (int(x) for x in a.batch.split(",")):
             for n in (int(x) for x in a.length.split(",")):
                 points.append(measure_point(lm, m, b, n, a.repeats, a.decode_steps))
-                print(f"done {m.id} b={b} L={n}", file=sys.stderr, flush=True)
-    print(f"arch={a.arch} (random weights) device={a.device} dtype={str(dtype).replace('torch.', '')}")
+                print(format_points(points[-1:]).splitlines()[2], flush=True)  # one row as it completes
     print(format_points(points))
     if a.json:
         with open(a.json, "w") as f:

@@ -203,8 +203,9 @@ def test_update_modes(project):
 
 def test_xdist_gives_the_same_rows(project):
     accept(project, "test_fidelity.py", "full,snapkv,kivi")
-    serial = run(project, "suites/test_fidelity.py", "--kvcheck-report", "serial.json")
-    parallel = run(project, "suites/test_fidelity.py", "-n", "2", "--kvcheck-report", "parallel.json")
+    sel = ("--kvcheck-methods", "full,snapkv,kivi")
+    serial = run(project, "suites/test_fidelity.py", *sel, "--kvcheck-report", "serial.json")
+    parallel = run(project, "suites/test_fidelity.py", *sel, "-n", "2", "--kvcheck-report", "parallel.json")
     serial.assert_outcomes(passed=3)
     parallel.assert_outcomes(passed=3)
     rows = lambda name: sorted(json.dumps(r, sort_keys=True)  # noqa: E731
