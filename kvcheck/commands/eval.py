@@ -29,23 +29,19 @@ def add_arguments(p) -> None:
 
 
 def _params(names: list[str], args) -> list[dict]:
-    """--ratio goes to every eviction method, --bits to every quantisation method (``full`` takes
-    neither); a flag that no selected method takes is an error rather than silently ignored."""
-    from ..methods import EvictionMethod, QuantMethod, get_method_class
+    """--ratio goes to every method with a ``compression_ratio`` field, --bits to every method with a
+    ``bits`` field (``full`` takes neither); a flag that no selected method takes is an error rather
+    than silently ignored."""
+    import dataclasses
 
-    classes = [get_method_class(n) for n in names]
-    for flag, value, base in (("--ratio", args.ratio, EvictionMethod), ("--bits", args.bits, QuantMethod)):
-        if value is not None and not any(issubclass(c, base) for c in classes):
+    from ..methods import get_method_class
+
+    fields = [{f.name for f in dataclasses.fields(get_method_class(n))} for n in names]
+    flags = (("--ratio", "compression_ratio", args.ratio), ("--bits", "bits", args.bits))
+    for flag, field, value in flags:
+        if value is not None and not any(field in f for f in fields):
             raise KvcheckError(f"{flag} does not apply to {', '.join(names)}; drop it or add a method that takes it.")
-    out = []
-    for c in classes:
-        params = {}
-        if args.ratio is not None and issubclass(c, EvictionMethod):
-            params["compression_ratio"] = args.ratio
-        if args.bits is not None and issubclass(c, QuantMethod):
-            params["bits"] = args.bits
-        out.append(params)
-    return out
+    return [{field: value for _, field, value in flags if value is not None and field in f} for f in fields]
 
 
 def row(method, records) -> dict:
