@@ -25,7 +25,7 @@ TIERS = {
                   repeats=3),
     "ci": Tier("ci", accuracy=(("passkey", 512, 8), ("passkey", 1024, 8), ("kv_retrieval", 512, 8)),
                fidelity_texts=4, fidelity_prompt=384, fidelity_continuation=32, drift_prompts=8, drift_cap=96,
-               throughput_grid=((1, 512), (4, 256)), repeats=5),
+               throughput_grid=((1, 512),), repeats=3),
     "full": Tier("full", accuracy=(("passkey", 1024, 32), ("passkey", 2048, 32), ("kv_retrieval", 1024, 32),
                                    ("multikey", 1024, 32), ("variable_tracking", 1024, 32)),
                  fidelity_texts=16, fidelity_prompt=1024, fidelity_continuation=64, drift_prompts=16,
