@@ -1,4 +1,5 @@
-"""Atomic JSON writes: a temp file in the same folder, fsync, then ``os.replace``."""
+"""Atomic writes: a temp file in the same folder, fsync, then ``os.replace`` — a reader (or a crash)
+sees the old file or the new one, never half of either."""
 from __future__ import annotations
 
 import json
@@ -11,16 +12,22 @@ def dumps(data) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_json_atomic(path, data) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(data)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -28,3 +35,7 @@ def write_json_atomic(path, data) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(path, data) -> None:
+    write_bytes_atomic(path, dumps(data).encode("utf-8"))

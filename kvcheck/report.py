@@ -34,14 +34,13 @@ import html
 import io
 import json
 import math
-import os
 import re
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import KvcheckError
+from .io import write_bytes_atomic
 
 KINDS = {
     "kvcheck-report": "pytest suites/ --kvcheck-report FILE",
@@ -905,27 +904,6 @@ def render_html(inputs: Inputs, pngs: dict[str, bytes | None], rows: list[dict],
 # --- the whole report ------------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 @dataclass
 class Result:
     index: Path
@@ -964,12 +942,12 @@ def build_report(paths, out, baselines=None, quiet: bool = False) -> Result:
         for name, data in pngs.items():
             path = out / PNG_NAMES[name]
             if data:
-                _write_atomic(path, data)
+                write_bytes_atomic(path, data)
                 written[name] = path
             elif path.exists():
                 path.unlink()
         rows = summary_rows(inputs)
         index = out / "index.html"
-        _write_atomic(index, render_html(inputs, pngs, rows, notes).encode("utf-8"))
+        write_bytes_atomic(index, render_html(inputs, pngs, rows, notes).encode("utf-8"))
         pb.update(1)
     return Result(index, written, sum(r["status"] in ("regressed", "missing") for r in rows), notes)
