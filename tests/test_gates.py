@@ -108,6 +108,16 @@ def test_dropped_sinks_fail_fidelity(project):
     assert "REGRESSED" in out and "accept intended changes with" in out
 
 
+def test_wrong_kivi_scale_fails_accuracy_naming_samples(project):
+    accept(project, "test_accuracy.py", "full,kivi")
+    r = run(project, "suites/test_accuracy.py", "--kvcheck-methods", "full,kivi", plant="scale")
+    out = r.stdout.str()
+    r.assert_outcomes(passed=1, failed=1)
+    assert "kivi-b4-g32-res16 regressed in accuracy on" in out and "passkey-L256.accuracy" in out
+    assert "samples right→wrong" in out and "passkey-L256-s0-" in out and "expected '" in out
+
+
+
 def test_wrong_kivi_scale_fails_fidelity(project):
     accept(project, "test_fidelity.py", "full,kivi")
     r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "full,kivi", plant="scale")
