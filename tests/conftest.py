@@ -2,12 +2,18 @@
 default model (accuracy and equivalence claims)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from kvcheck.model import LoadedModel
 
 pytest_plugins = ["pytester"]
+
+# pytester gives each run its own HOME; keep the converted default model where it already is, so a
+# subprocess run loads it in a second instead of converting the GGUF file again
+os.environ.setdefault("KVCHECK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kvcheck"))
 
 
 class TinyTokenizer:
