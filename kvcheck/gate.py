@@ -59,6 +59,8 @@ def _flip_lines(base_samples: dict, now_samples: dict, ids: list[str], limit: in
 
 def check(session, request, suite: str, method, measured) -> None:
     update = session.update
+    if suite == "accuracy" and measured.samples:
+        session.record_scores(request, method.id, {k: v["score"] for k, v in measured.samples.items()})
     path = bl.baseline_path(session.baseline_dir, session.model_name, session.tier.name, session.dtype_name,
                             suite, method.id)
     try:
@@ -133,3 +135,44 @@ def check(session, request, suite: str, method, measured) -> None:
         if session.strict_perf:
             pytest.fail(f"kvcheck: {perf_note}", pytrace=False)
         pytest.skip(perf_note)
+
+
+def check_negatives(session):
+    """The negative-sample gate (``--kvcheck-negatives``), on the controller after every accuracy
+    test: judge this run's negative set against the stored one, queue writes per the update mode and
+    add a row to the table. Returns the :class:`~kvcheck.negatives.Verdict` (None: nothing to judge)."""
+    from . import negatives as neg
+
+    scores = session.sample_scores
+    if not scores:
+        return None
+    methods = sorted(scores)
+    t, rule = session.negative_threshold, "seed"
+    if neg.REFERENCE not in scores or len(scores) < 2:
+        return neg.Verdict("skipped", [], [], "negative-sample gate skipped: it needs full and at least one "
+                           f"compressed method in the accuracy suite; this run has {methods}")
+    path = bl.baseline_path(session.baseline_dir, session.model_name, session.tier.name, session.dtype_name,
+                            neg.SUITE, neg.FILE_ID)
+    try:
+        stored = bl.load(path)
+    except bl.BaselineError as exc:
+        return neg.Verdict("regressed", [], [], f"kvcheck: {exc}")
+    datasets = neg.negatives(scores, t, rule)
+    verdict = neg.judge(stored, methods, datasets, t, rule, scores)
+    count = len(neg.all_negatives(datasets))
+    before = None if stored is None else stored["metrics"]["negative_count"]["value"]
+    session.rows.append(bl.Row("(every compressed method)", "accuracy", "negative_samples", before, count,
+                               None if before is None else count - before, 0.0, "lower",
+                               verdict.status if verdict.status != "skipped" else "ok").as_dict())
+    key = {"model": session.model_name, "tier": session.tier.name, "dtype": session.dtype_name,
+           "suite": neg.SUITE, "methods": methods, "threshold": t, "rule": rule}
+    doc = neg.document(key, datasets, provenance(session))
+    if stored is None:
+        session.queue_write(path, doc)
+        if session.update not in ("new", "all"):
+            return neg.Verdict("new", verdict.added, [], f"kvcheck: no negative-sample baseline; written to {path}: "
+                               f"{count} negatives. Review it and commit it.")
+    elif session.update == "all" and verdict.status in ("regressed", "improved"):
+        session.queue_write(path, doc)
+        return neg.Verdict("ok", [], [], f"negative-sample baseline rewritten ({count} negatives): {path}")
+    return verdict

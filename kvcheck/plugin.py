@@ -27,10 +27,16 @@ def pytest_addoption(parser):
     g.addoption("--kvcheck-device", help="cpu, cuda, cuda:N or auto (default auto)")
     g.addoption("--kvcheck-dtype", help="float32, bfloat16, float16 or auto (default: fp32 on CPU, bf16 on CUDA)")
     g.addoption("--kvcheck-devices", help="with -n N: 'auto' or a list like 0,1,2 pins each xdist worker to a GPU")
+    g.addoption("--kvcheck-negatives", action="store_true", default=None,
+                help="also gate the accuracy suite's negative samples (full right, every compressed method wrong)")
     for name, help_text in [("kvcheck_model", "model folder"), ("kvcheck_methods", "methods to run"),
                             ("kvcheck_tier", "smoke | ci | full"), ("kvcheck_baseline_dir", "baseline dir"),
                             ("kvcheck_device", "device"), ("kvcheck_dtype", "dtype")]:
         parser.addini(name, help_text)
+    parser.addini("kvcheck_negatives", "gate negative samples too (see --kvcheck-negatives)", type="bool",
+                  default=False)
+    parser.addini("kvcheck_negative_threshold", "t of the negative-sample rule: every method ≤ (1 − t) × full",
+                  default="0.1")
     parser.addini("kvcheck_strict_perf", "fail (not skip) when no perf baseline exists for this machine",
                   type="bool", default=False)
 
@@ -59,6 +65,15 @@ class KvcheckSession:
         self.baseline_dir = Path(root) if os.path.isabs(root) else Path(config.rootpath) / root
         self.report_path = config.getoption("--kvcheck-report")
         self.strict_perf = bool(config.getini("kvcheck_strict_perf"))
+        self.gate_negatives = bool(config.getoption("--kvcheck-negatives") or config.getini("kvcheck_negatives"))
+        try:
+            from .metrics.samples import check_threshold
+
+            self.negative_threshold = check_threshold(float(config.getini("kvcheck_negative_threshold")))
+        except (ValueError, KvcheckError) as exc:
+            raise pytest.UsageError(f"kvcheck: ini kvcheck_negative_threshold: {exc}") from None
+        self.sample_scores: dict[str, dict[str, float]] = {}  # accuracy: method id -> {sample id: score}
+        self.negatives_verdict = None
         try:
             self.device = pick_device(_worker_device(config) or _opt(config, "kvcheck_device"))
             self.dtype = pick_dtype(_opt(config, "kvcheck_dtype"), self.device)
@@ -103,6 +118,11 @@ class KvcheckSession:
 
     def record(self, request, rows) -> None:
         request.node.user_properties.append(("kvcheck_rows", [r.as_dict() for r in rows]))
+
+    def record_scores(self, request, method_id: str, scores: dict) -> None:
+        """Per-sample scores of the accuracy suite, for the negative-sample gate."""
+        if self.gate_negatives:
+            request.node.user_properties.append(("kvcheck_scores", {"method": method_id, "scores": scores}))
 
     def queue_write(self, path: Path, data: dict) -> None:
         self.pending[Path(path)] = data
@@ -230,12 +250,22 @@ class _RowCollector:
         if report.when == "call":
             self.session.rows.extend(r for name, value in report.user_properties if name == "kvcheck_rows"
                                      for r in value)
+            for name, value in report.user_properties:
+                if name == "kvcheck_scores":
+                    self.session.sample_scores.setdefault(value["method"], {}).update(value["scores"])
 
 
 def pytest_sessionfinish(session, exitstatus):
     s = session.config.stash.get(_KEY, None)
     if s is None:
         return
+    if s.gate_negatives and not hasattr(session.config, "workerinput"):
+        from .gate import check_negatives
+
+        s.negatives_verdict = check_negatives(s)
+        if s.negatives_verdict is not None and s.negatives_verdict.status in ("regressed", "new") \
+                and s.update not in ("new", "all"):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     for err in s.flush():
         session.config.get_terminal_writer().line(err, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -259,3 +289,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for line in render(sorted(s.rows, key=lambda r: (_ORDER.get(r["status"], 9), r["method"], r["suite"], r["metric"])),
                        s):
         terminalreporter.line(line)
+    v = s.negatives_verdict
+    if v is not None:
+        terminalreporter.line(v.message, red=v.status in ("regressed", "new"), green=v.status in ("ok", "improved"))
