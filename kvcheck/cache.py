@@ -190,15 +190,27 @@ class QuantLayer(_Layer):
         return visibility(self.valid[:, None], self.positions[:, None], q_pos, q_valid)
 
     def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
-        """Flush the residual: at prefill everything but the newest ``residual`` tokens is quantised
-        (the oldest group partial); later, whole blocks once the residual exceeds ``residual + block``."""
-        self.prefilled = True
+        """Flush the residual. At prefill everything but the newest ``residual`` slots is quantised (the
+        oldest group partial); then, every ``block`` new tokens, everything but the newest ``residual``
+        slots and the tokens since that boundary.
+
+        Counted in slots from the end of the prompt, the rule is the same for a sample alone and for
+        the same sample left-padded in a batch (a prompt shorter than ``residual`` counts as padded to
+        it), so no sample's result depends on its neighbours.
+        """
         block, keep = self.method.block, self.method.residual
         r = self.keys.shape[2]
-        started = self.qk is not None
-        if r < keep + (block if started else 1):
+        if not self.prefilled:
+            self.prefilled, self.since = True, 0
+            n = r - keep
+        else:
+            self.since += queries.shape[2]
+            if self.since < block:
+                return
+            self.since %= block
+            n = r - keep - self.since
+        if n <= 0:
             return
-        n = ((r - keep) // block) * block if started else r - keep
         val = self.valid[:, self.n_quant:self.n_quant + n]
         self.qk = quant.cat(self.qk, self.method.quantize_keys(self.keys[:, :, :n], val))
         self.qv = quant.cat(self.qv, self.method.quantize_values(self.values[:, :, :n], val))

@@ -5,43 +5,26 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
-from kvcheck.model import LoadedModel
+from kvcheck.tiny_model import make_tiny
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests belong to the full tier (the marker's meaning): they run with ``--kvcheck-tier
+    full`` or when selected with ``-m slow``, and are skipped otherwise, so `pytest tests/` stays fast."""
+    if config.getoption("--kvcheck-tier") == "full" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: runs with -m slow or --kvcheck-tier full")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
 
 # pytester gives each run its own HOME; keep the converted default model where it already is, so a
 # subprocess run loads it in a second instead of converting the GGUF file again
 os.environ.setdefault("KVCHECK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kvcheck"))
-
-
-class TinyTokenizer:
-    """Byte-level stand-in tokenizer for the tiny model (ids 3..130 = bytes mod 128)."""
-
-    pad_token_id = 0
-    eos_token_id = 2
-
-    def __call__(self, text, add_special_tokens=True, **kw):
-        ids = [1] if add_special_tokens else []
-        return {"input_ids": ids + [3 + (b % 125) for b in text.encode()]}
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(i - 3 + 32) if 3 <= i < 128 else "" for i in ids)
-
-
-def make_tiny(layers: int = 3, q_heads: int = 4, kv_heads: int = 2, seed: int = 0, hidden: int = 64) -> LoadedModel:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from kvcheck.attention import register
-
-    register()
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=hidden, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=q_heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
-                      attn_implementation="kvcheck", eos_token_id=2, pad_token_id=0, bos_token_id=1)
-    model = LlamaForCausalLM(cfg).eval()
-    return LoadedModel(model, TinyTokenizer(), "tiny", torch.device("cpu"), torch.float32)
 
 
 @pytest.fixture(scope="session")

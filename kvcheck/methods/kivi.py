@@ -2,9 +2,11 @@
 
 Rule: keys are quantised per channel, in groups of ``group_size`` consecutive tokens; values per
 token, in groups of ``group_size`` channels (capped at head_dim). The most recent ``residual`` tokens
-stay in full precision; whenever the residual grows past ``residual + group_size`` tokens its oldest
-``group_size`` tokens are quantised (at prefill, everything but the last ``residual`` tokens, in
-blocks aligned to the newest token). Codes are bit-packed; scales and zero-points are float16.
+stay in full precision. At prefill everything but the last ``residual`` tokens is quantised, in
+blocks aligned to the newest token; then every ``group_size`` generated tokens the oldest
+``group_size`` of the residual are quantised, so it never exceeds ``residual + group_size`` tokens
+(a prompt shorter than ``residual`` counts as padded to it, so a batch's padding changes nothing).
+Codes are bit-packed; scales and zero-points are float16.
 """
 from __future__ import annotations
 
