@@ -63,10 +63,13 @@ def load(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise BaselineError(f"baseline {path} is not valid JSON ({exc}); restore it from version control "
                             "(git checkout -- FILE) or delete it and rerun with --kvcheck-update=new.") from None
+    except OSError as exc:
+        raise BaselineError(f"baseline {path} cannot be read ({exc.strerror}); restore the file from version "
+                            "control.") from None
     if not isinstance(data, dict) or "schema" not in data:
         raise BaselineError(f"baseline {path} has no schema field: not a kvcheck baseline. Restore or delete it.")
     if not isinstance(data["schema"], int) or data["schema"] > SCHEMA:
@@ -77,10 +80,36 @@ def load(path: Path) -> dict | None:
     for field in ("key", "metrics"):
         if not isinstance(data.get(field), dict):
             raise BaselineError(f"baseline {path} lacks a {field!r} object; restore it from version control.")
-    for name, m in data["metrics"].items():
-        if not isinstance(m, dict) or m.get("direction") not in DIRECTIONS or "value" not in m:
-            raise BaselineError(f"baseline {path}: metric {name!r} is malformed; restore it from version control.")
+    _check_metrics(path, "metrics", data["metrics"])
+    if not isinstance(data.get("samples", {}), dict):
+        raise BaselineError(f"baseline {path}: 'samples' must map sample ids to records; restore it from "
+                            "version control.")
+    perf = data.get("perf", {})
+    if not isinstance(perf, dict) or not all(isinstance(e, dict) and isinstance(e.get("metrics"), dict)
+                                             for e in perf.values()):
+        raise BaselineError(f"baseline {path}: 'perf' must map machine keys to {{'metrics': ...}}; restore it "
+                            "from version control.")
+    for machine, entry in perf.items():
+        _check_metrics(path, f"perf[{machine!r}]", entry["metrics"])
     return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_metrics(path: Path, where: str, metrics: dict) -> None:
+    """Every metric has a direction, a finite (or null) value and a finite tolerance >= 0 (or null)."""
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or m.get("direction") not in DIRECTIONS or "value" not in m \
+                or not (m["value"] is None or _finite(m["value"])) \
+                or not (m.get("tolerance") is None or (_finite(m["tolerance"]) and m["tolerance"] >= 0)):
+            raise BaselineError(f"baseline {path}: {where} {name!r} is malformed (needs direction, a finite value "
+                                "and a tolerance >= 0); restore it from version control.")
 
 
 def save(path: Path, data: dict) -> None:
@@ -111,7 +140,7 @@ def compare_metric(name: str, spec: dict, now: float | None, method: str, suite:
         status = "missing" if now is None else "new"
         return Row(method, suite, name, base, now, None, tol, direction, status)
     delta = now - base
-    if isinstance(now, float) and math.isnan(now):
+    if isinstance(now, float) and not math.isfinite(now):
         status = "regressed"
     elif direction == "higher":
         status = "regressed" if delta < -tol - 1e-12 else ("improved" if delta > tol + 1e-12 else "ok")

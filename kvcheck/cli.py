@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except KvcheckError as exc:
         print(f"kvcheck: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file that could not be read or written
+        print(f"kvcheck: error: {exc}; check the path and its permissions.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("kvcheck: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ naming the metric, the numbers and the samples.
 from __future__ import annotations
 
 import datetime
+import math
 import platform
 import subprocess
 
@@ -61,12 +62,23 @@ def check(session, request, suite: str, method, measured) -> None:
     update = session.update
     if suite == "accuracy" and measured.samples:
         session.record_scores(request, method.id, {k: v["score"] for k, v in measured.samples.items()})
-    path = bl.baseline_path(session.baseline_dir, session.model_name, session.tier.name, session.dtype_name,
-                            suite, method.id)
     try:
+        path = bl.baseline_path(session.baseline_dir, session.model_name, session.tier.name, session.dtype_name,
+                                suite, method.id)
         base = bl.load(path)
     except bl.BaselineError as exc:
         pytest.fail(f"kvcheck: {exc}", pytrace=False)
+    if base is not None and (base["key"].get("method_id"), base["key"].get("suite")) != (method.id, suite):
+        pytest.fail(f"kvcheck: baseline {path} holds {base['key'].get('method_id')!r} in "
+                    f"{base['key'].get('suite')!r}, not {method.id!r} in {suite!r} (copied or renamed by hand?); "
+                    "restore it from version control, or delete it and rerun with --kvcheck-update=new.",
+                    pytrace=False)
+    broken = sorted(n for n, m in {**measured.metrics, **(measured.perf or {})}.items()
+                    if m.get("value") is not None and not math.isfinite(m["value"]))
+    if broken:
+        session.record(request, bl.compare(base["metrics"] if base else {}, measured.metrics, method.id, suite))
+        pytest.fail(f"kvcheck: {method.id} measured a non-finite {', '.join(broken)} in {suite}; nothing was "
+                    "written. A method that yields NaN or inf is broken: fix it, then rerun.", pytrace=False)
     test_file = request.node.nodeid.split("::")[0]
     accept = f"pytest {test_file} -k '{method.id}' --kvcheck-update="
 

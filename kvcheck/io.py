@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import KvcheckError
+
 
 def dumps(data) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -39,3 +41,17 @@ def write_bytes_atomic(path, data: bytes) -> None:
 
 def write_json_atomic(path, data) -> None:
     write_bytes_atomic(path, dumps(data).encode("utf-8"))
+
+
+def check_output(path, flag: str) -> None:
+    """Fail now, before any work, if ``path`` could not be written at the end: it is a folder, or its
+    first existing ancestor is not a writable folder."""
+    p = Path(path)
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if p.is_dir():
+        raise KvcheckError(f"{flag} {str(p)!r} is a folder; pass a file path.")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise KvcheckError(f"{flag} {str(p)!r} cannot be written: {str(folder)!r} is not a writable folder; "
+                           "pass a path in a writable folder.")

@@ -99,6 +99,10 @@ def resolve_model_path(path: str | os.PathLike | None) -> Path:
         )
     if not (folder / "config.json").is_file():
         raise KvcheckError(f"model folder {str(folder)!r} has no config.json: is it a Hugging Face model folder?")
+    if not any(folder.glob("*.safetensors")):
+        raise KvcheckError(f"model folder {str(folder)!r} has no .safetensors weights; kvcheck loads only safetensors "
+                           "(never pickled .bin/.pt files): convert the checkpoint with save_pretrained(..., "
+                           "safe_serialization=True).")
     return folder
 
 
@@ -122,20 +126,29 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 def load_model(path=None, device=None, dtype=None, trust_remote_code: bool = False) -> LoadedModel:
-    """Load a causal LM with kvcheck's attention function (SDPA underneath; flash-attn when available)."""
+    """Load a causal LM with kvcheck's attention function (SDPA underneath; flash-attn when available).
+
+    Weights are read from safetensors only. Code shipped inside a model folder never runs unless the
+    caller passes ``trust_remote_code=True`` (the CLI and the pytest plugin never do)."""
+    folder = resolve_model_path(path)  # bad paths fail before transformers is imported
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .attention import register
 
     register()
-    folder = resolve_model_path(path)
-    dev = pick_device(device)
-    dt = pick_dtype(dtype, dev)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dt, attn_implementation=ATTN_IMPLEMENTATION, use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-    ).to(dev).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dt, attn_implementation=ATTN_IMPLEMENTATION, use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        ).to(dev).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [repr(exc)])[0].rstrip(". ")
+        raise KvcheckError(f"cannot load the model in {str(folder)!r}: {first}. "
+                           "Pass a Hugging Face folder of a transformers causal LM with safetensors weights "
+                           "(models that need their own code are not loaded).") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     name = DEFAULT_MODEL if path in (None, "", DEFAULT_MODEL) else Path(folder).name

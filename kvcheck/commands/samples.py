@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import KvcheckError
-from ..io import write_json_atomic
+from ..io import check_output, write_json_atomic
 from ..metrics.samples import (OTHER_TYPE, RULES, check_rule, check_threshold, id_key, negative_samples,
                                scores_from_eval, task_type_ratios, task_types_from_eval)
 from ..tasks.types import LONGBENCH_TASK_TYPES
@@ -164,6 +164,8 @@ def run(args) -> int:
     configs = [args.baseline, *dict.fromkeys(methods)]
     if (args.dir is None) == (args.from_eval is None):
         raise KvcheckError("pass either a folder of score files (DIR) or --from-eval FILE..., not both or neither.")
+    if args.json:
+        check_output(args.json, "--json")
     if args.dir is not None:
         tables, notes = load_dir(Path(args.dir), configs)
         types, source = LONGBENCH_TASK_TYPES, str(args.dir)
