@@ -27,6 +27,9 @@ def pytest_addoption(parser):
     g.addoption("--kvcheck-device", help="cpu, cuda, cuda:N or auto (default auto)")
     g.addoption("--kvcheck-dtype", help="float32, bfloat16, float16 or auto (default: fp32 on CPU, bf16 on CUDA)")
     g.addoption("--kvcheck-devices", help="with -n N: 'auto' or a list like 0,1,2 pins each xdist worker to a GPU")
+    g.addoption("--kvcheck-task", action="append",
+                help="also gate accuracy on this task, with its own baselines: longbench:PATH or ruler:PATH (local "
+                     "JSONL) or a synthetic task, each optionally @LENGTHxN; repeat for several")
     g.addoption("--kvcheck-negatives", action="store_true", default=None,
                 help="also gate the accuracy suite's negative samples (full right, every compressed method wrong)")
     for name, help_text in [("kvcheck_model", "model folder"), ("kvcheck_methods", "methods to run"),
@@ -37,6 +40,8 @@ def pytest_addoption(parser):
                   default=False)
     parser.addini("kvcheck_negative_threshold", "t of the negative-sample rule: every method ≤ (1 − t) × full",
                   default="0.1")
+    parser.addini("kvcheck_task", "accuracy tasks besides the tier's, one per line (as --kvcheck-task)",
+                  type="linelist")
     parser.addini("kvcheck_strict_perf", "fail (not skip) when no perf baseline exists for this machine",
                   type="bool", default=False)
 
@@ -74,16 +79,29 @@ class KvcheckSession:
             raise pytest.UsageError(f"kvcheck: ini kvcheck_negative_threshold: {exc}") from None
         self.sample_scores: dict[str, dict[str, float]] = {}  # accuracy: method id -> {sample id: score}
         self.negatives_verdict = None
+        if config.getoption("--kvcheck-devices") and config.getoption("--kvcheck-device"):
+            raise pytest.UsageError("kvcheck: --kvcheck-device and --kvcheck-devices both pick the device; pass one.")
         try:
             self.device = pick_device(_worker_device(config) or _opt(config, "kvcheck_device"))
             self.dtype = pick_dtype(_opt(config, "kvcheck_dtype"), self.device)
         except KvcheckError as exc:
             raise pytest.UsageError(f"kvcheck: {exc}") from None
         self.dtype_name = str(self.dtype).replace("torch.", "")
+        try:
+            from .tasks.spec import extra_set, parse_task_spec, tier_set
+
+            extra = config.getoption("--kvcheck-task") or config.getini("kvcheck_task")
+            self.task_sets = [tier_set(self.tier)] + [extra_set(parse_task_spec(t)) for t in extra]
+        except KvcheckError as exc:
+            raise pytest.UsageError(f"kvcheck: {exc}") from None
         if self.update and not _writable(self.baseline_dir):
             raise pytest.UsageError(f"kvcheck: baseline dir {self.baseline_dir} is not writable, but "
                                     f"--kvcheck-update={self.update} must write there; fix its permissions "
                                     "or pass --kvcheck-baseline-dir.")
+        report = Path(self.report_path or ".").absolute()
+        if self.report_path and (report.is_dir() or not _writable(report.parent)):
+            raise pytest.UsageError(f"kvcheck: --kvcheck-report {self.report_path} cannot be written; pass a file path "
+                                    "in a writable folder.")
         self.pending: dict[Path, dict] = {}
         self.rows: list[dict] = []
         self._lm = self._runner = None
@@ -135,7 +153,8 @@ class KvcheckSession:
             try:
                 save(path, data)
             except OSError as exc:
-                errors.append(f"kvcheck: could not write baseline {path}: {exc}")
+                errors.append(f"kvcheck: could not write baseline {path}: {exc}; the previous file (if any) is "
+                              "unchanged. Fix the folder's permissions or pass --kvcheck-baseline-dir, then rerun.")
         self.pending.clear()
         return errors
 
@@ -194,8 +213,19 @@ def pytest_generate_tests(metafunc):
     try:
         methods = declared_methods(s.select)
     except KvcheckError as exc:
-        raise pytest.UsageError(f"kvcheck: {exc}") from None
+        if hasattr(metafunc.config, "workerinput"):  # xdist reports a worker's collection error
+            raise pytest.UsageError(f"kvcheck: {exc}") from None
+        s.usage_error, methods = f"kvcheck: {exc}", []  # a usage error once collected (here: a traceback)
     metafunc.parametrize("kv_method", [pytest.param(m, id=m.id) for _, m in methods])
+    if "kv_tasks" in metafunc.fixturenames and len(s.task_sets) > 1:  # --kvcheck-task given
+        metafunc.parametrize("kv_tasks", [pytest.param(t, id="tier" if t.suite == "accuracy" else t.specs[0].label)
+                                          for t in s.task_sets])
+
+
+def pytest_collection_modifyitems(config, items):
+    error = getattr(session_of(config), "usage_error", None)
+    if error:
+        raise pytest.UsageError(error)
 
 
 def pytest_runtest_setup(item):
@@ -209,6 +239,12 @@ def pytest_runtest_setup(item):
 @pytest.fixture(scope="session")
 def kvcheck_session(request) -> KvcheckSession:
     return session_of(request.config)
+
+
+@pytest.fixture(scope="session")
+def kv_tasks(kvcheck_session):
+    """The accuracy suite's tasks: the tier's (each --kvcheck-task parametrises this with its own set)."""
+    return kvcheck_session.task_sets[0]
 
 
 @pytest.fixture(scope="session")

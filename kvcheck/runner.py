@@ -16,7 +16,7 @@ from .baseline import metric
 from .methods.full import Full
 from .metrics import drift as drift_m
 from .metrics import fidelity as fid
-from .tasks import get_task
+from .tasks.spec import tier_set
 from .tasks.texts import open_ended, passage_text
 
 
@@ -52,12 +52,21 @@ class Runner:
         return recs
 
     # ---- accuracy ----------------------------------------------------------------------------
-    def measure_accuracy(self, method) -> Measured:
+    def _task_samples(self, spec):
+        key = ("samples", spec)
+        if key not in self._refs:
+            context = int(getattr(self.lm.model.config, "max_position_embeddings", 0) or 0)
+            self._refs[key] = spec.samples(self.lm.tokenizer, context)
+        return self._refs[key]
+
+    def measure_accuracy(self, method, specs=None) -> Measured:
+        """Accuracy per task and per sample: the tier's synthetic tasks, or ``specs`` (TaskSpecs)."""
         metrics, samples = {}, {}
-        for task_name, length, n in self.tier.accuracy:
-            task = get_task(task_name)
-            items = task.samples(self.lm.tokenizer, n, length, seed=0)
-            recs = self._generate(("acc", task_name, length, n), items, method, task.max_new_tokens)
+        for spec in specs if specs is not None else tier_set(self.tier).specs:
+            task = spec.task
+            items = self._task_samples(spec)
+            recs = self._generate(("acc", spec), items, method, task.max_new_tokens)
+            n = len(items)
             scores = []
             for s, r in zip(items, recs):
                 score = float(task.score(s, r.output_text))
@@ -65,7 +74,7 @@ class Runner:
                 samples[s.id] = {"score": round(score, 6), "correct": score >= 0.5, "length": r.output_tokens,
                                  "expected": s.answer, "got": r.output_text.strip()[:60]}
             # one sample of slack on the aggregate: tolerates a single borderline flip across machines
-            metrics[f"{task_name}-L{length}.accuracy"] = metric(statistics.fmean(scores), 1.0 / n, "higher")
+            metrics[f"{spec.label}.accuracy"] = metric(statistics.fmean(scores), 1.0 / n, "higher")
         return Measured(metrics, samples=samples, sample_allowance=1)
 
     # ---- fidelity ----------------------------------------------------------------------------

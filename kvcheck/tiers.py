@@ -27,7 +27,7 @@ TIERS = {
                fidelity_texts=4, fidelity_prompt=384, fidelity_continuation=32, drift_prompts=8, drift_cap=96,
                throughput_grid=((1, 512),), repeats=3),
     "full": Tier("full", accuracy=(("passkey", 1024, 32), ("passkey", 2048, 32), ("kv_retrieval", 1024, 32),
-                                   ("multikey", 1024, 32), ("variable_tracking", 1024, 32)),
+                                   ("multikey", 1024, 32), ("variable_tracking", 1024, 32), ("fewshot", 1024, 32)),
                  fidelity_texts=16, fidelity_prompt=1024, fidelity_continuation=64, drift_prompts=16,
                  drift_cap=256, throughput_grid=((1, 1024), (1, 2048), (4, 1024), (8, 512)), repeats=7),
 }

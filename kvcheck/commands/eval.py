@@ -6,7 +6,7 @@ import statistics
 
 from ..build import build_method
 from ..errors import KvcheckError
-from ..io import write_json_atomic
+from ..io import check_output, write_json_atomic
 from ..progress import bar
 
 
@@ -15,9 +15,12 @@ def add_arguments(p) -> None:
                    help="method name (repeat or comma-separate for several); `kvcheck methods` lists them")
     p.add_argument("--ratio", type=float, help="compression_ratio for eviction methods")
     p.add_argument("--bits", type=int, help="bits for quantisation methods")
-    p.add_argument("--task", default="passkey")
-    p.add_argument("--samples", type=int, default=8)
-    p.add_argument("--length", type=int, default=1024, help="prompt length in tokens")
+    p.add_argument("--task", default="passkey",
+                   help="a synthetic task (passkey, multikey, kv_retrieval, variable_tracking, fewshot) or a local "
+                        "file: longbench:PATH, ruler:PATH")
+    p.add_argument("--samples", type=int, default=8, help="samples (files: the first N)")
+    p.add_argument("--length", type=int, default=1024,
+                   help="prompt length in tokens (LongBench files: longer prompts lose their middle)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int)
@@ -72,24 +75,33 @@ def format_rows(rows: list[dict]) -> str:
 def run(args) -> int:
     from ..engine import generate
     from ..model import load_model
-    from ..tasks import get_task
+    from ..tasks import parse_task_spec
 
     names = [n.strip() for spec in args.method for n in spec.split(",") if n.strip()]
     methods = [build_method(n, **p) for n, p in zip(names, _params(names, args))]  # validate everything before loading
-    task = get_task(args.task)
     if args.batch_size < 1 or args.samples < 1:
         raise KvcheckError("--samples and --batch-size must be >= 1.")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise KvcheckError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
+    if args.json:
+        check_output(args.json, "--json")
+    spec = parse_task_spec(args.task, args.length, args.samples, args.seed)
+    task = spec.task
     lm = load_model(args.model, args.device, args.dtype)
-    samples = task.samples(lm.tokenizer, args.samples, args.length, args.seed)
     max_new = args.max_new_tokens or task.max_new_tokens
+    context = int(getattr(lm.model.config, "max_position_embeddings", 0) or 0)
+    if context and spec.length and spec.length + max_new > context:
+        raise KvcheckError(f"--length {spec.length} + {max_new} new tokens exceeds the model's context of {context} "
+                           "tokens; use a shorter --length.")
+    samples = spec.samples(lm.tokenizer)
     rows, records = [], {}
-    with bar(len(samples) * len(methods), f"kvcheck eval {args.task}", args.quiet) as pb:
+    with bar(len(samples) * len(methods), f"kvcheck eval {task.name}", args.quiet) as pb:
         for m in methods:
             recs = generate(lm, samples, m, max_new, args.batch_size, progress=pb.update, score=task.score)
             rows.append(row(m, recs))
             records[m.id] = [r.as_dict() for r in recs]
     print(format_rows(rows))
     if args.json:
-        write_json_atomic(args.json, {"kind": "kvcheck-eval", "model": lm.name, "task": args.task,
-                                      "length": args.length, "rows": rows, "records": records})
+        write_json_atomic(args.json, {"kind": "kvcheck-eval", "model": lm.name, "task": task.name,
+                                      "length": spec.length, "rows": rows, "records": records})
     return 0

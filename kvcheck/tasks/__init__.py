@@ -1,5 +1,6 @@
 """Tasks: deterministic synthetic generators (each with its scorer) and local-file loaders."""
+from . import builtin  # noqa: F401  (registers the synthetic tasks)
 from .base import TASKS, Sample, Task, get_task, register_task
-from . import passkey  # noqa: F401  (registers)
+from .spec import TaskSpec, parse_task_spec
 
-__all__ = ["TASKS", "Sample", "Task", "get_task", "register_task"]
+__all__ = ["TASKS", "Sample", "Task", "TaskSpec", "get_task", "parse_task_spec", "register_task"]

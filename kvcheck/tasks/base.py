@@ -23,16 +23,24 @@ class Sample:
 
 @dataclass(frozen=True)
 class Task:
-    """A generator of samples at a target prompt length, and the scorer for its outputs."""
+    """A source of samples at a target prompt length, and the scorer for its outputs.
+
+    Synthetic tasks generate ``n`` samples of about ``length`` prompt tokens from ``seed``. Tasks read
+    from a file (``source``, holding ``size`` samples) take the file's first ``n`` samples (all when
+    ``n`` is None) and keep prompts within ``length`` tokens; the seed does not change them."""
 
     name: str
-    task_type: str
+    task_type: str  # one of TASK_TYPES
     make: Callable  # (tokenizer, n, length, seed) -> list[Sample]
     score: Callable  # (sample, output_text) -> float in [0, 1]
     max_new_tokens: int = 16
+    source: str | None = None
+    size: int | None = None
 
-    def samples(self, tokenizer, n: int, length: int, seed: int = 0) -> list[Sample]:
-        if n < 1:
+    def samples(self, tokenizer, n: int | None, length: int, seed: int = 0) -> list[Sample]:
+        if n is None and self.source is None:
+            raise KvcheckError(f"{self.name} generates samples: say how many (--samples N).")
+        if n is not None and n < 1:
             raise KvcheckError(f"--samples must be >= 1, got {n}.")
         if length < 64:
             raise KvcheckError(f"--length must be >= 64 tokens for {self.name}, got {length}.")
@@ -48,10 +56,11 @@ def register_task(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
-    from . import kv_retrieval, multikey, passkey  # noqa: F401  (register the built-in tasks)
+    from . import builtin  # noqa: F401  (registers the built-in tasks)
 
     if name not in TASKS:
-        raise KvcheckError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.")
+        raise KvcheckError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}, or a local file "
+                           "as longbench:PATH or ruler:PATH.")
     return TASKS[name]
 
 

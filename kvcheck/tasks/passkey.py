@@ -4,8 +4,8 @@ the key."""
 from __future__ import annotations
 
 import random
-import re
 
+from ..metrics.scoring import first_number_score
 from .base import Sample, Task, fill_to_length, register_task
 
 FILLER = ["The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.",
@@ -29,8 +29,8 @@ def make(tokenizer, n: int, length: int, seed: int) -> list[Sample]:
 
 
 def first_number_matches(sample: Sample, output: str) -> float:
-    m = re.search(r"\d+", output)
-    return float(m is not None and m.group(0) == sample.answer)
+    """1 if the first number in ``output`` is the sample's answer (the synthetic tasks' scorer)."""
+    return first_number_score(output, sample.answer)
 
 
 PASSKEY = register_task(Task("passkey", "Synthetic", make, first_number_matches, max_new_tokens=8))
