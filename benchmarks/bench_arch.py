@@ -5,6 +5,11 @@ shapes, not weight values), e.g. to see the decode bound on a 7-8B-sized model o
         --method snapkv:compression_ratio=0.5 --method kivi:bits=4
 
 Prints one row per (method, batch, length), every figure a ratio to ``full`` measured in the same run.
+
+``--layers N`` builds only the first N decoder layers: prefill time and a method's compression time both
+grow with the number of layers, so prefill ratios hold while each run costs N / L of the full model's
+(decode ratios do not: the output projection weighs more). On a CPU runner shared with other work,
+``--threads 1 --clock cpu`` (process CPU time) keeps timings steady.
 """
 from __future__ import annotations
 
@@ -28,17 +33,21 @@ class _NoTokenizer:
     eos_token_id = None
 
 
-def build(arch: str, device: str, dtype: torch.dtype):
+def build(arch: str, device: str, dtype: torch.dtype, layers: int | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from kvcheck.attention import register
     from kvcheck.model import LoadedModel
 
     register()
-    cfg = LlamaConfig(**ARCHS[arch], attn_implementation="kvcheck")
+    shape = dict(ARCHS[arch])
+    if layers:
+        shape["num_hidden_layers"] = layers
+    cfg = LlamaConfig(**shape, attn_implementation="kvcheck")
     with torch.device(device):
         model = LlamaForCausalLM(cfg).to(dtype).eval()
-    return LoadedModel(model, _NoTokenizer(), f"{arch}-random", torch.device(device), dtype)
+    name = f"{arch}-random" + (f"-{layers}layers" if layers else "")
+    return LoadedModel(model, _NoTokenizer(), name, torch.device(device), dtype)
 
 
 def main(argv=None) -> int:
@@ -54,17 +63,24 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--decode-steps", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--layers", type=int, help="build only the first N decoder layers (prefill ratios hold)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: process CPU time (CPU runs on a shared machine, with --threads 1)")
     p.add_argument("--json")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dtype = torch.bfloat16 if a.device.startswith("cuda") else torch.float32
-    lm = build(a.arch, a.device, dtype)
+    lm = build(a.arch, a.device, dtype, a.layers)
     methods = [parse_method_spec(m) for m in a.method]
     points = []
-    print(f"arch={a.arch} (random weights) device={a.device} dtype={str(dtype).replace('torch.', '')}", flush=True)
+    print(f"arch={lm.name} (random weights) device={a.device} dtype={str(dtype).replace('torch.', '')} "
+          f"threads={torch.get_num_threads()} clock={a.clock}", flush=True)
     for m in methods:
         for b in (int(x) for x in a.batch.split(",")):
             for n in (int(x) for x in a.length.split(",")):
-                points.append(measure_point(lm, m, b, n, a.repeats, a.decode_steps))
+                points.append(measure_point(lm, m, b, n, a.repeats, a.decode_steps, clock=a.clock))
                 print(format_points(points[-1:]).splitlines()[2], flush=True)  # one row as it completes
     print(format_points(points))
     if a.json:

@@ -8,7 +8,6 @@ no T×T matrix is built and the model keeps SDPA everywhere. Models are never pa
 from __future__ import annotations
 
 import functools
-import time
 
 import torch
 
@@ -63,10 +62,10 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
         from .engine import sync
 
         sync(query.device)
-        t0 = time.perf_counter()
+        t0 = cache.clock()
         layer.after_forward(query, scaling)
         sync(query.device)
-        cache.compress_s += time.perf_counter() - t0
+        cache.compress_s += cache.clock() - t0
     else:
         layer.after_forward(query, scaling)
     return out, None

@@ -1,6 +1,7 @@
 """Timing a method against the full cache in one run: warm-up, device synchronisation (CUDA events
 on GPU), A/B interleaved repeats so machine drift cancels, medians and spreads. Prompts are seeded
-random token ids of exactly the asked length."""
+random token ids of exactly the asked length. Peak memory of the prefill: the CUDA allocator's peak on
+GPU; on Linux CPU the peak resident set size (``VmHWM``, reset before each prefill)."""
 from __future__ import annotations
 
 import statistics
@@ -11,6 +12,7 @@ import torch
 
 from . import engine
 from .cache import CompressedCache
+from .errors import KvcheckError
 from .methods.full import Full
 from .metrics import throughput as tp
 
@@ -22,21 +24,32 @@ class Timing:
     compress_s: float  # time spent in the method's compression during prefill
     kv_bytes: int  # held after prefill (real)
     kv_bytes_fp16: int  # fp16-equivalent
-    peak_mem: int | None  # bytes allocated at peak during prefill (CUDA only)
+    peak_mem: int | None  # bytes allocated (CUDA) or resident (Linux CPU) at peak during prefill
+
+
+CLOCKS = ("wall", "cpu")
 
 
 class _Clock:
-    """Wall clock on CPU; CUDA events on GPU (synchronised before reading)."""
+    """Wall clock on CPU; CUDA events on GPU (synchronised before reading). ``kind="cpu"`` reads the
+    process's CPU time instead (CPU device only): on a runner shared with other work, time spent
+    descheduled does not count, so ratios stay steady; run with one intra-op thread
+    (``torch.set_num_threads(1)``), as idle threads spinning at a barrier count too."""
 
-    def __init__(self, device):
+    def __init__(self, device, kind: str = "wall"):
+        if kind not in CLOCKS:
+            raise KvcheckError(f"unknown clock {kind!r}; choose one of {', '.join(CLOCKS)}.")
         self.cuda = torch.device(device).type == "cuda"
+        if self.cuda and kind == "cpu":
+            raise KvcheckError("the cpu clock times CPU runs only; on CUDA use the wall clock (CUDA events).")
+        self.read = time.process_time if kind == "cpu" else time.perf_counter
 
     def start(self):
         if self.cuda:
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
             return ev
-        return time.perf_counter()
+        return self.read()
 
     def stop(self, start) -> float:
         if self.cuda:
@@ -44,7 +57,45 @@ class _Clock:
             end.record()
             torch.cuda.synchronize()
             return start.elapsed_time(end) / 1000.0
-        return time.perf_counter() - start
+        return self.read() - start
+
+
+class _PeakMemory:
+    """Peak memory of one prefill. CUDA: the allocator's peak (weights included). Linux CPU: the peak
+    resident set size of the process (``VmHWM``, reset through ``/proc/self/clear_refs``), which also
+    counts memory the allocator holds after freeing it: compare runs made in the same process, as
+    :func:`measure_point` does. None where neither is available."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.ok = self.cuda
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident set
+            self.ok = True
+        except OSError:
+            self.ok = False
+
+    def peak(self) -> int | None:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device)
+        if not self.ok:
+            return None
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
 
 
 def prompt_ids(lm, batch: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -54,21 +105,22 @@ def prompt_ids(lm, batch: int, length: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def time_run(lm, ids: torch.Tensor, method, decode_steps: int) -> Timing:
+def time_run(lm, ids: torch.Tensor, method, decode_steps: int, clock: str = "wall") -> Timing:
     model, dev = lm.model, lm.device
     b, t = ids.shape
-    clock = _Clock(dev)
+    clock = _Clock(dev, clock)
     valid = torch.ones(b, t, dtype=torch.bool, device=dev)
     positions = torch.arange(t, device=dev)[None].expand(b, t)
     cache = CompressedCache(method, model.config.num_hidden_layers)
     cache.time_compression = True
-    if clock.cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(dev)
+    if not clock.cuda:
+        cache.clock = clock.read
+    memory = _PeakMemory(dev)
+    memory.start()
     t0 = clock.start()
     nxt = engine.forward(model, ids, positions, valid, cache)[:, -1].argmax(-1)
     prefill = clock.stop(t0)
-    peak = torch.cuda.max_memory_allocated(dev) if clock.cuda else None
+    peak = memory.peak()
     kv, kv16 = cache.kv_bytes(), cache.kv_bytes(float_bytes=2)
     steps = []
     one = torch.ones(b, 1, dtype=torch.bool, device=dev)
@@ -111,22 +163,24 @@ class Point:
 
 
 def measure_point(lm, method, batch: int, length: int, repeats: int = 5, decode_steps: int = 8,
-                  seed: int = 0) -> Point:
+                  seed: int = 0, clock: str = "wall") -> Point:
+    """``clock``: "wall" (CUDA events on GPU) or "cpu" (process CPU time, CPU runs only; see _Clock)."""
     ids = prompt_ids(lm, batch, length, seed)
-    time_run(lm, ids, Full(), 2)  # warm-up both paths
-    time_run(lm, ids, method, 2)
+    _Clock(lm.device, clock)  # a bad clock fails before any run
+    time_run(lm, ids, Full(), 2, clock)  # warm-up both paths
+    time_run(lm, ids, method, 2, clock)
     full, meth = [], []
     for _ in range(repeats):
-        full.append(time_run(lm, ids, Full(), decode_steps))
-        meth.append(time_run(lm, ids, method, decode_steps))
+        full.append(time_run(lm, ids, Full(), decode_steps, clock))
+        meth.append(time_run(lm, ids, method, decode_steps, clock))
     fp, mp = [x.prefill_s for x in full], [x.prefill_s for x in meth]
     fd, md = [x.decode_step_s for x in full], [x.decode_step_s for x in meth]
     m = meth[-1]
     ttft = statistics.median(mp)
     tpot = statistics.median(md)
     peak = None
-    if m.peak_mem is not None and full[-1].peak_mem:
-        peak = m.peak_mem / full[-1].peak_mem
+    if all(x.peak_mem for x in full + meth):
+        peak = statistics.median(x.peak_mem for x in meth) / statistics.median(x.peak_mem for x in full)
     return Point(
         method=method.id, batch=batch, length=length, prefill_ratio=tp.ratio(mp, fp), decode_ratio=tp.ratio(md, fd),
         compress_share=statistics.median(x.compress_s for x in meth) / statistics.median(fp),

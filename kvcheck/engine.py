@@ -5,6 +5,7 @@ while decoding), so eviction never shifts RoPE positions. Timing synchronises th
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -81,10 +82,21 @@ def _full_bytes(model, slots: int, batch: int) -> int:
     return cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * slots * batch * 2
 
 
+_CACHE_ARG: dict[type, str] = {}
+
+
+def cache_arg(model) -> str:
+    """The model's cache argument: ``cache`` (recent transformers) or ``past_key_values`` (5.2 and before)."""
+    cls = type(model)
+    if cls not in _CACHE_ARG:
+        _CACHE_ARG[cls] = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return _CACHE_ARG[cls]
+
+
 def forward(model, ids, positions, valid, cache, logits_to_keep=1):
     cache.begin(positions, valid)
-    out = model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, kvcheck_cache=cache,
-                logits_to_keep=logits_to_keep)
+    out = model(input_ids=ids, position_ids=positions, use_cache=True, kvcheck_cache=cache,
+                logits_to_keep=logits_to_keep, **{cache_arg(model): cache})
     return out.logits
 
 

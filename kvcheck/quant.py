@@ -6,6 +6,7 @@ covers the group and the reconstruction error stays within half a step.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -97,15 +98,35 @@ def quantize(x: torch.Tensor, bits: int, axis: int, group_size: int,
     return QTensor(pack(codes, bits), scale, zero, bits, axis, group_size, tuple(x.shape), pad)
 
 
-def _per_entry(t: torch.Tensor, q: QTensor) -> torch.Tensor:
-    """Group scales/zeros ``[..., n_groups]`` → one per entry of the grouped axis ``[..., n]``."""
-    return t.float().repeat_interleave(q.group_size, dim=-1)[..., q.lead_pad:]
+@functools.lru_cache(maxsize=None)
+def _byte_table(bits: int, device: torch.device) -> torch.Tensor:
+    """``[256, 8 // bits]`` float32: the codes one packed byte holds, in :func:`unpack`'s order."""
+    per = 8 // bits
+    shifts = torch.arange(per, dtype=torch.int64) * bits
+    return ((torch.arange(256, dtype=torch.int64)[:, None] >> shifts) & ((1 << bits) - 1)).float().to(device)
+
+
+def unpack_float(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    """``unpack(packed, bits).float()`` in one table lookup per byte (the same values, exactly)."""
+    if bits == 8:
+        return packed.float()
+    table = _byte_table(bits, packed.device)
+    return table.index_select(0, packed.reshape(-1).long()).view(*packed.shape[:-1], -1)
 
 
 def dequantize(q: QTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    codes = unpack(q.codes, q.bits).movedim(q.axis, -1).float()
-    x = codes * _per_entry(q.scale, q) + _per_entry(q.zero, q)
-    return x.movedim(-1, q.axis).to(dtype)
+    """codes × scale + zero, in float32, per group (broadcast, never repeated per entry), then ``dtype``."""
+    codes = unpack_float(q.codes, q.bits)  # [..., n, ...] along q.axis
+    axis, n = q.axis, q.shape[q.axis]
+    if q.lead_pad:  # the oldest group is partial: pad it in front, drop the pad again below
+        shape = list(codes.shape)
+        shape[axis] = q.lead_pad
+        codes = torch.cat([codes.new_zeros(shape), codes], dim=axis)
+    groups = codes.unflatten(axis, (-1, q.group_size))  # [..., n_groups, group_size, ...]
+    scale = q.scale.float().movedim(-1, axis).unsqueeze(axis + 1)  # [..., n_groups, 1, ...]
+    zero = q.zero.float().movedim(-1, axis).unsqueeze(axis + 1)
+    x = (groups * scale).add_(zero).flatten(axis, axis + 1)
+    return x.narrow(axis, q.lead_pad, n).to(dtype)
 
 
 def step_size(q: QTensor) -> torch.Tensor:

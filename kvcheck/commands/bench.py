@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..build import parse_method_spec
 from ..errors import KvcheckError
-from ..io import write_json_atomic
+from ..io import check_output, write_json_atomic
 from ..progress import bar
 
 
@@ -18,6 +18,10 @@ def add_arguments(p) -> None:
     p.add_argument("--model")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time (CUDA events on GPU); cpu: process CPU time, for CPU runs on a "
+                        "shared machine (use with --threads 1)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads on CPU (default: torch's)")
     p.add_argument("--json", help="write every point to this file (input to `kvcheck report`)")
     p.add_argument("--quiet", action="store_true")
 
@@ -47,6 +51,8 @@ def format_points(points) -> str:
 
 
 def run(args) -> int:
+    import torch
+
     from ..bench import measure_point
     from ..model import load_model
 
@@ -54,7 +60,15 @@ def run(args) -> int:
     batches, lengths = _ints(args.batch, "batch"), _ints(args.length, "length")
     if args.repeats < 1 or args.decode_steps < 1:
         raise KvcheckError("--repeats and --decode-steps must be >= 1.")
+    if args.json:
+        check_output(args.json, "--json")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise KvcheckError("--threads must be >= 1.")
+        torch.set_num_threads(args.threads)
     lm = load_model(args.model, args.device, args.dtype)
+    if args.clock == "cpu" and lm.device.type != "cpu":
+        raise KvcheckError(f"--clock cpu times CPU runs only; the model is on {lm.device}: use --clock wall.")
     limit = getattr(lm.model.config, "max_position_embeddings", 0)
     if limit and max(lengths) + args.decode_steps > limit:
         raise KvcheckError(f"--length {max(lengths)} + decode steps exceeds the model's context of {limit}.")
@@ -63,9 +77,10 @@ def run(args) -> int:
         for m in methods:
             for b in batches:
                 for n in lengths:
-                    points.append(measure_point(lm, m, b, n, args.repeats, args.decode_steps))
+                    points.append(measure_point(lm, m, b, n, args.repeats, args.decode_steps, clock=args.clock))
                     pb.update(1)
-    print(f"model={lm.name} device={lm.device} dtype={str(lm.dtype).replace('torch.', '')}")
+    print(f"model={lm.name} device={lm.device} dtype={str(lm.dtype).replace('torch.', '')} clock={args.clock}"
+          + (f" threads={torch.get_num_threads()}" if lm.device.type == "cpu" else ""))
     print(format_points(points))
     if args.json:
         from ..machine import machine_key

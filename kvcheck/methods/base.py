@@ -101,16 +101,18 @@ class ScoreInputs:
     def window_attention(self, window: int) -> torch.Tensor:
         """Softmax attention of the last ``window`` queries over all keys: ``[batch, q_heads, window, seq]``.
 
-        Costs ``window × seq`` per head, never ``seq × seq``.
+        Costs ``window × seq`` per head, never ``seq × seq``; the causal mask touches only the last
+        ``window`` columns (the key padding mask, only when there is padding).
         """
         q = self.queries[:, :, -window:]
         b, hq, w, d = q.shape
         k = self.keys.repeat_interleave(self.groups, dim=1)
-        logits = torch.matmul(q, k.transpose(-1, -2)).float() * self.scaling  # [b, hq, w, seq]
+        logits = torch.matmul(q, k.transpose(-1, -2)).float().mul_(self.scaling)  # [b, hq, w, seq]
         t = k.shape[2]
-        causal = torch.arange(t, device=q.device)[None, :] <= torch.arange(t - w, t, device=q.device)[:, None]
-        mask = causal[None, None] & self.valid[:, None, None, :]
-        logits = logits.masked_fill(~mask, float("-inf"))
+        future = torch.ones(w, w, dtype=torch.bool, device=q.device).triu_(1)  # window query i is slot t − w + i
+        logits[..., t - w:].masked_fill_(future, float("-inf"))
+        if not bool(self.valid.all()):
+            logits.masked_fill_(~self.valid[:, None, None, :], float("-inf"))
         return torch.softmax(logits, dim=-1)
 
     def per_kv_head(self, scores: torch.Tensor) -> torch.Tensor:
@@ -130,7 +132,7 @@ class EvictionMethod(Method):
 
     ``stateful`` methods keep their prefill scores in ``layer.state["score"]`` (``[batch, kv_heads,
     slots]``, gathered with the slots on every eviction, zeros for new tokens) and update them in
-    ``decode_scores``; the state's bytes count as held.
+    ``observe`` at every decode step, before any ``decode_scores``; the state's bytes count as held.
     """
 
     stateful: ClassVar[bool] = False
@@ -155,6 +157,11 @@ class EvictionMethod(Method):
         the new queries ``[batch, q_heads, q, head_dim]``; returns ``[batch, kv_heads, slots]``.
         """
         raise NotImplementedError
+
+    def observe(self, state, queries: torch.Tensor, scaling: float) -> None:
+        """Stateful methods: fold the new queries ``[batch, q_heads, q, head_dim]`` (the layer's last
+        ``q`` slots) into the running scores in ``state.state``. Called at every decode step, before
+        :meth:`decode_scores`, which then only ranks (it runs only when the cache is over budget)."""
 
     def make_layer(self, layer_idx: int, n_layers: int):
         from ..cache import EvictionLayer

@@ -8,6 +8,7 @@ precision; each token is quantised as soon as it leaves the residual (blocks of 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -62,4 +63,19 @@ class FP8(QuantMethod):
         return self.quantize(values)
 
     def dequantize(self, packed: FP8Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return (packed.codes.float() * packed.scale.float()).to(dtype)
+        return e4m3_to_float(packed.codes).mul_(packed.scale.float()).to(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _e4m3_table(device: torch.device) -> torch.Tensor:
+    """The float32 value of each of the 256 e4m3 bit patterns."""
+    return torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().to(device)
+
+
+def e4m3_to_float(codes: torch.Tensor) -> torch.Tensor:
+    """``codes.float()`` by table lookup: the same values, several times faster on CPU, where the cast
+    converts element by element."""
+    if codes.device.type != "cpu":
+        return codes.float()
+    table = _e4m3_table(codes.device)
+    return table.index_select(0, codes.view(torch.uint8).reshape(-1).long()).view(codes.shape)

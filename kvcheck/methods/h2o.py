@@ -8,7 +8,7 @@ a budget smaller than ``recent`` keeps the newest tokens); the rest of the budge
 accumulated scores. While generating, every new query's attention is added to the held tokens'
 scores (kept in ``layer.state["score"]``, new tokens start at 0), and whenever the cache holds more
 than the budget of all tokens seen so far, the lowest-ranked held tokens go.
-Prefill scores are computed ``CHUNK`` query rows at a time: memory is O(CHUNK × seq), never seq × seq.
+Prefill scores are computed a block of query rows at a time: memory is O(rows × seq), never seq × seq.
 """
 from __future__ import annotations
 
@@ -18,35 +18,67 @@ import torch
 
 from .base import EvictionMethod, ScoreInputs, check_int, register
 
-CHUNK = 256  # query rows per attention block when accumulating
+CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 23}  # score elements per block: cache-sized on CPU
+_NO_DIAGONAL = torch.zeros(0, 0, dtype=torch.bool)
+
+
+def chunk_rows(b: int, q_heads: int, n: int, device: torch.device) -> int:
+    """Query rows per block so that a block of scores ``[b, q_heads, rows, n]`` holds about
+    ``CHUNK_ELEMENTS`` floats (L2-sized on CPU, larger on GPU): memory O(rows × n), never n × n."""
+    return max(1, CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"]) // max(1, b * q_heads * n))
 
 
 def received_attention(queries: torch.Tensor, keys: torch.Tensor, key_valid: torch.Tensor,
                        key_pos: torch.Tensor, q_pos: torch.Tensor, q_valid: torch.Tensor, scaling: float,
-                       queries_last: bool = False, chunk: int = CHUNK) -> torch.Tensor:
+                       queries_last: bool = False, chunk: int | None = None) -> torch.Tensor:
     """Attention each key receives, summed over queries and averaged over each GQA group: ``[b, kv_heads, n]``.
 
     queries ``[b, q_heads, q, d]``; keys ``[b, kv_heads, n, d]``; key_valid / key_pos ``[b, kv_heads, n]``;
     q_pos / q_valid ``[b, q]``. A query sees the valid keys at or before its position; invalid queries
     (padding) contribute nothing. ``queries_last``: the slots are in positional order and the queries
-    are the last ``q`` of them, so a chunk of query rows never looks past its own last slot.
+    are the last ``q`` of them, so a block of query rows never looks past its own last slot.
+    ``chunk``: query rows per block (default: :func:`chunk_rows`).
+
+    The GQA group's query heads are stacked into one matrix per KV head (keys are not repeated); when
+    every slot and query is real and ``queries_last`` holds, slot order is causal order and only
+    each block's diagonal square needs a mask.
     """
     b, hq, q, d = queries.shape
     hk, n = keys.shape[1], keys.shape[2]
     g = hq // hk
-    kt = keys.transpose(-1, -2)[:, :, None]  # [b, hk, 1, d, n]
-    total = torch.zeros(b, hk, n, dtype=torch.float32, device=keys.device)
-    for s in range(0, q, chunk):
-        c = min(chunk, q - s)
-        e = n - q + s + c if queries_last else n  # slots this chunk can see
-        logits = torch.matmul(queries[:, :, s:s + c].reshape(b, hk, g, c, d), kt[..., :e]).float() * scaling
-        rows = q_valid[:, s:s + c]  # [b, c]
-        seen = key_valid[:, :, None, :e] & (key_pos[:, :, None, :e] <= q_pos[:, None, s:s + c, None])
-        seen |= ~rows[:, None, :, None]  # padding rows see everything (no empty softmax), then count 0
-        attn = torch.softmax(logits.masked_fill(~seen[:, :, None], float("-inf")), dim=-1)  # [b, hk, g, c, e]
-        summed = torch.matmul(rows.to(attn.dtype)[:, None, None, None, :], attn)  # [b, hk, g, 1, e]
-        total[..., :e] += summed[:, :, :, 0].mean(dim=2)
-    return total
+    rows_per = chunk or chunk_rows(b, hq, n, keys.device)
+    kt = keys.contiguous().transpose(-1, -2)  # [b, hk, d, n]; every block below is a view of it
+    causal_slots = queries_last and bool(q_valid.all()) and bool(key_valid.all())
+    all_rows = bool(q_valid.all())
+    exact_dtype = queries.dtype == torch.float32
+    one_block = 0 < q <= rows_per  # e.g. a decode step: no running total needed
+    total = None if one_block else torch.zeros(b, hk, n, dtype=torch.float32, device=keys.device)
+    diagonal = _NO_DIAGONAL
+    for s in range(0, q, rows_per):
+        c = min(rows_per, q - s)
+        e = n - q + s + c if queries_last else n  # slots this block can see
+        kc = kt[..., :e].reshape(b * hk, d, e)
+        if exact_dtype:  # scale the few query rows rather than the block of scores
+            logits = torch.bmm((queries[:, :, s:s + c] * scaling).reshape(b * hk, g * c, d), kc)
+        else:  # half precision: scale in float32 after the product
+            logits = torch.bmm(queries[:, :, s:s + c].reshape(b * hk, g * c, d), kc).float().mul_(scaling)
+        logits = logits.view(b, hk, g, c, e)
+        if causal_slots and c > 1:  # a single query row sees every slot up to its own
+            if diagonal.shape[0] != c:  # row i of the block is slot e − c + i: it sees the slots before it
+                diagonal = torch.ones(c, c, dtype=torch.bool, device=keys.device).triu_(1)
+            logits[..., e - c:].masked_fill_(diagonal, float("-inf"))
+        else:
+            seen = key_valid[:, :, None, :e] & (key_pos[:, :, None, :e] <= q_pos[:, None, s:s + c, None])
+            seen |= ~q_valid[:, None, s:s + c, None]  # padding rows see everything (no empty softmax)
+            logits.masked_fill_(~seen[:, :, None], float("-inf"))
+        attn = torch.softmax(logits, dim=-1)  # [b, hk, g, c, e]
+        if not all_rows:
+            attn.mul_(q_valid[:, None, None, s:s + c, None])  # padding rows count 0
+        block = attn.view(b, hk, g * c, e).sum(dim=2)
+        if one_block:  # the only block: every query, every slot (e == n)
+            return block.div_(g)
+        total[..., :e] += block
+    return total.div_(g)
 
 
 @register
@@ -70,15 +102,16 @@ class H2O(EvictionMethod):
         return received_attention(inputs.queries, inputs.keys, valid, pos, inputs.positions, inputs.valid,
                                   inputs.scaling, queries_last=True)
 
-    def decode_scores(self, layer, queries, scaling) -> torch.Tensor:
-        """Add the new queries' attention (the layer's last ``q`` slots are theirs; ``q`` may be 0) to
-        the running scores, then rank: the ``recent`` newest held tokens first (newest highest), then
-        the rest by accumulated attention."""
+    def observe(self, layer, queries, scaling) -> None:
+        """Add the new queries' attention (the layer's last ``q`` slots are theirs) to the running scores."""
         q = queries.shape[2]
-        if q:
-            layer.state["score"] = layer.state["score"] + received_attention(
-                queries, layer.keys, layer.valid, layer.positions, layer.positions[:, 0, -q:],
-                layer.valid[:, 0, -q:], scaling, queries_last=True)
+        layer.state["score"] = layer.state["score"] + received_attention(
+            queries, layer.keys, layer.valid, layer.positions, layer.positions[:, 0, -q:],
+            layer.valid[:, 0, -q:], scaling, queries_last=True)
+
+    def decode_scores(self, layer, queries, scaling) -> torch.Tensor:
+        """Rank the held slots: the ``recent`` newest tokens first (newest highest), then the rest by
+        accumulated attention (``layer.state["score"]``, already updated by :meth:`observe`)."""
         acc, pos, valid = layer.state["score"], layer.positions, layer.valid
         newest = pos.masked_fill(~valid, -1).amax(dim=-1, keepdim=True)
         recent = valid & (pos > newest - self.recent)

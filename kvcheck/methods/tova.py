@@ -31,6 +31,10 @@ class TOVA(EvictionMethod):
         b, hk, n, _ = layer.keys.shape
         q = queries.shape[2]
         q_valid, q_pos = layer.valid[:, 0, -q:], layer.positions[:, 0, -q:]
+        if q == 1:  # a decode step: the one new query is the newest, in the last slot
+            attn = received_attention(queries, layer.keys, layer.valid, layer.positions, q_pos, q_valid, scaling,
+                                      queries_last=True)
+            return attn.mean(dim=1, keepdim=True).expand(b, hk, n)
         last = (q_valid.long() * torch.arange(1, q + 1, device=queries.device)).argmax(dim=-1)  # [b]
         rows = torch.arange(b, device=queries.device)
         attn = received_attention(queries[rows, :, last][:, :, None], layer.keys, layer.valid, layer.positions,
