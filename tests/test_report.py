@@ -164,7 +164,7 @@ def test_report_writes_page_with_four_plots_and_pngs(inputs, capsys):
     for name in rp.PLOTS:
         assert f"<section id='{name}'>" in page
         png = (out / rp.PNG_NAMES[name]).read_bytes()
-        assert png.startswith(b"\x89PNG")
+        assert png.startswith(b"\x89PNG") and png[25] == 3  # IHDR colour type 3: a 256-colour palette
         assert base64.b64encode(png).decode() in page  # the very PNG is embedded
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 4
     assert "<section id='regressions'>" in page
@@ -263,6 +263,19 @@ def test_throughput_merges_report_and_bench(inputs):
     assert data["points"] == [(1, 512), (1, 1024), (1, 4096), (4, 256), (8, 1024), (8, 4096)]
     assert "full" not in data["methods"]
     assert set(data["methods"]["kivi-b2-g32-res32"][(8, 4096)]) >= {"prefill_ratio", "decode_ratio", "decode_bound"}
+
+
+def test_throughput_panels_only_where_measured(inputs):
+    """A CPU ci run measures kv_ratio at one grid point: no empty prefill/decode panels, bars instead of lines."""
+    rows = [{"method": m, "suite": "throughput", "metric": "b1-L512.kv_ratio", "baseline": kv_ratio(m), "now": kv_ratio(m),
+             "delta": 0.0, "tolerance": 0.005, "direction": "lower", "status": "ok"} for m in METHODS]
+    (inputs / "kv.json").write_text(json.dumps({"kind": "kvcheck-report", "rows": rows}))
+    data = rp.throughput_data(rp.load_inputs([str(inputs / "kv.json")]))
+    assert data["points"] == [(1, 512)] and [n for n, _ in rp.throughput_panels(data)] == ["kv_ratio"]
+    assert rp.plot_throughput(data).startswith(b"\x89PNG")
+    data = rp.throughput_data(rp.load_inputs([str(inputs / "bench.json")]))
+    assert [n for n, _ in rp.throughput_panels(data)] == ["prefill_ratio", "decode_ratio", "kv_ratio"]
+    assert rp.plot_throughput({"points": [], "methods": {}}) is None
 
 
 def test_baselines_folder_with_several_tiers_picks_the_reports(inputs, capsys):
