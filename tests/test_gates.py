@@ -117,7 +117,6 @@ def test_wrong_kivi_scale_fails_accuracy_naming_samples(project):
     assert "samples right→wrong" in out and "passkey-L256-s0-" in out and "expected '" in out
 
 
-
 def test_wrong_kivi_scale_fails_fidelity(project):
     accept(project, "test_fidelity.py", "full,kivi")
     r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "full,kivi", plant="scale")
@@ -125,6 +124,15 @@ def test_wrong_kivi_scale_fails_fidelity(project):
     out = r.stdout.str()
     assert "kivi-b4-g32-res16 regressed in fidelity on" in out
     assert "attn_rel_error" in out and "kl_divergence" in out
+
+
+def test_suppressed_eos_fails_length_drift(project):
+    accept(project, "test_length_drift.py", "full,snapkv")
+    r = run(project, "suites/test_length_drift.py", "--kvcheck-methods", "full,snapkv", plant="eos")
+    r.assert_outcomes(passed=1, failed=1)
+    out = r.stdout.str()
+    assert "snapkv-r0.5-w16-k5-pavg regressed in drift on" in out
+    assert "share_hit_cap" in out and "latency_ratio" in out
 
 
 def test_three_times_slower_scoring_fails_throughput(project):
@@ -157,3 +165,42 @@ def test_corrupt_baseline_is_reported_and_kept(project):
     r.assert_outcomes(failed=1)
     assert "is not valid JSON" in r.stdout.str() and "git checkout" in r.stdout.str()
     assert path.read_text() == '{"schema": 1, "key": {'
+
+
+def test_update_modes(project):
+    accept(project, "test_fidelity.py", "full,snapkv")
+    before = baselines(project)
+    key = "smollm2-135m-instruct/smoke-float32/fidelity/snapkv-r0.5-w16-k5-pavg.json"
+    # a changed method fails without an update, and the file stays as it was
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv", plant="slow")
+    r.assert_outcomes(passed=1)  # slower scoring does not change fidelity
+    data = json.loads(before[key])
+    data["metrics"]["kl_divergence"]["value"] = 0.0  # pretend the baseline was perfect
+    data["metrics"]["kl_divergence"]["tolerance"] = 0.0
+    (project.path / "baselines" / key).write_text(json.dumps(data))
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv")
+    r.assert_outcomes(failed=1)
+    assert "kl_divergence" in r.stdout.str()
+    # =new does not touch existing files
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv", "--kvcheck-update=new")
+    r.assert_outcomes(failed=1)
+    # =all rewrites what ran, and only that
+    r = run(project, "suites/test_fidelity.py", "--kvcheck-methods", "snapkv", "--kvcheck-update=all")
+    r.assert_outcomes(passed=1)
+    after = baselines(project)
+    assert json.loads(after[key])["metrics"] == json.loads(before[key])["metrics"]
+    assert after["smollm2-135m-instruct/smoke-float32/fidelity/full.json"] == \
+        before["smollm2-135m-instruct/smoke-float32/fidelity/full.json"]
+
+
+def test_xdist_gives_the_same_rows(project):
+    accept(project, "test_fidelity.py", "full,snapkv,kivi")
+    sel = ("--kvcheck-methods", "full,snapkv,kivi")
+    serial = run(project, "suites/test_fidelity.py", *sel, "--kvcheck-report", "serial.json")
+    parallel = run(project, "suites/test_fidelity.py", *sel, "-n", "2", "--kvcheck-report", "parallel.json")
+    serial.assert_outcomes(passed=3)
+    parallel.assert_outcomes(passed=3)
+    rows = lambda name: sorted(json.dumps(r, sort_keys=True)  # noqa: E731
+                               for r in json.loads((project.path / name).read_text())["rows"])
+    assert rows("serial.json") == rows("parallel.json") and rows("serial.json")
+    assert "kvcheck: " in parallel.stdout.str() and "ok" in parallel.stdout.str()
