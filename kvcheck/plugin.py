@@ -42,6 +42,8 @@ def pytest_addoption(parser):
                   default="0.1")
     parser.addini("kvcheck_task", "accuracy tasks besides the tier's, one per line (as --kvcheck-task)",
                   type="linelist")
+    parser.addini("kvcheck_cpu_threads", "torch threads per process on CPU (default 1: the same results on any "
+                  "machine and under any -n; the committed baselines were recorded with 1)", default="1")
     parser.addini("kvcheck_strict_perf", "fail (not skip) when no perf baseline exists for this machine",
                   type="bool", default=False)
 
@@ -87,6 +89,8 @@ class KvcheckSession:
         except KvcheckError as exc:
             raise pytest.UsageError(f"kvcheck: {exc}") from None
         self.dtype_name = str(self.dtype).replace("torch.", "")
+        if self.device.type == "cpu":
+            pin_cpu_threads(config.getini("kvcheck_cpu_threads"))
         try:
             from .tasks.spec import extra_set, parse_task_spec, tier_set
 
@@ -185,6 +189,23 @@ def _worker_device(config) -> str | None:
     if not ids:
         raise pytest.UsageError("kvcheck: --kvcheck-devices found no CUDA device; drop the option on CPU machines.")
     return f"cuda:{ids[int(worker[2:]) % len(ids)]}"
+
+
+def pin_cpu_threads(value) -> None:
+    """Run torch on a fixed number of CPU threads. fp32 reductions split across threads add up in
+    another order, so a method whose generation sits near a tie (int4 length drift did) gives other
+    outputs with 1 thread than with 2: pinning makes a baseline hold on every machine and under any
+    ``-n`` (each xdist worker one thread: ``-n auto`` uses every core)."""
+    try:
+        threads = int(value)
+        if threads < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"kvcheck: ini kvcheck_cpu_threads must be a whole number >= 1, got {value!r}.") \
+            from None
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def session_of(config) -> KvcheckSession:

@@ -111,3 +111,30 @@ def test_parallel_update_writes_each_file_once_then_nothing(tmp_path):
         assert "test_throughput" in name and "--kvcheck-update=perf" in message, (name, message)
     print(f"\nfirst run {first_s:.0f} s ({len(writers)} writing processes); second run {second_s:.0f} s, "
           f"{len(failed)} perf-only failures")
+
+
+
+THREADS_TEST = """
+import torch
+
+
+def test_threads(request):
+    assert torch.get_num_threads() == int(request.config.getoption("--expect"))
+"""
+
+
+@pytest.mark.parametrize("ini, expect", [(None, 1), ("2", 2)])
+def test_cpu_threads_are_pinned(pytester, ini, expect):
+    """Gated runs use a fixed number of torch threads (default 1), so results do not depend on the
+    machine's core count or on -n: with 2 threads per process int4's length drift came out otherwise."""
+    pytester.makeconftest("def pytest_addoption(parser):\n    parser.addoption('--expect')\n")
+    pytester.makepyfile(test_threads=THREADS_TEST)
+    args = ["-p", "no:cacheprovider", "--expect", str(expect)] + (["-o", f"kvcheck_cpu_threads={ini}"] if ini else [])
+    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+
+
+def test_bad_cpu_threads_is_a_usage_error(pytester):
+    pytester.makepyfile(test_threads="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "kvcheck_cpu_threads=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "kvcheck_cpu_threads must be a whole number >= 1" in result.stderr.str()
