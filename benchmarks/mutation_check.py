@@ -102,7 +102,7 @@ MUTANTS = [
            "kvcheck/engine.py",
            "pos = (lengths + step)[:, None]",
            "pos = cache.kept_counts()[0][:, :1]",
-           "pyramidkv-r0.5-w16-k5-pavg"),
+           "pyramidkv-r0.5-w16-k5-pavg-beta20"),
     Mutant("slow-scoring", "snapkv scores every prompt three times (same result, 3x the work)",
            "kvcheck/methods/snapkv.py",
            "    def score(self, inputs: ScoreInputs) -> torch.Tensor:\n        t = inputs.keys.shape[2]",

@@ -58,6 +58,22 @@ def _flip_lines(base_samples: dict, now_samples: dict, ids: list[str], limit: in
     return "\n".join(out)
 
 
+def untimed_reason(session, suite: str, method) -> str | None:
+    """Why timings would not be judged in this run (the baseline has no perf entry for this machine and
+    neither ``--kvcheck-update=perf`` nor strict perf is on), or None when they would be: then measure them."""
+    if session.update == "perf" or session.strict_perf:
+        return None
+    try:
+        base = bl.load(bl.baseline_path(session.baseline_dir, session.model_name, session.tier.name,
+                                        session.dtype_name, suite, method.id))
+    except bl.BaselineError:
+        return None  # check() reports it
+    if base is None or (base.get("perf") or {}).get(session.machine_key) is not None:
+        return None  # a new baseline records this machine's timings; an existing entry is judged
+    return (f"no perf baseline for machine {session.machine_key!r} (timings not measured; KV bytes gated); "
+            "record one with --kvcheck-update=perf on this machine")
+
+
 def check(session, request, suite: str, method, measured) -> None:
     update = session.update
     if suite == "accuracy" and measured.samples:
@@ -116,6 +132,8 @@ def check(session, request, suite: str, method, measured) -> None:
                          "record one with --kvcheck-update=perf on this machine")
         else:
             perf_rows = bl.compare(entry["metrics"], measured.perf, method.id, suite)
+    elif measured.skip_reason:
+        perf_note = measured.skip_reason
     rows += perf_rows
     session.record(request, rows)
 

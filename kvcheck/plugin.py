@@ -285,6 +285,12 @@ class _Gate:
     def runner(self):
         return self.session.runner
 
+    def untimed_reason(self, suite: str, method) -> str | None:
+        """Why this run would not judge the method's timings (then leave them unmeasured), or None."""
+        from .gate import untimed_reason
+
+        return untimed_reason(self.session, suite, method)
+
     def check(self, suite: str, method, measured) -> None:
         from .gate import check
 
