@@ -1,6 +1,6 @@
 """Determinism: generation on the tiny model repeats bit for bit (same model object, and a freshly built
 one), and the baseline store gives every (suite, method) its own file, so xdist workers never write
-the same file — checked on paths and through a parallel ``--kvcheck-update=new`` run."""
+the same file (checked on paths here; tests/test_concurrency.py runs the real suites with ``-n 4``)."""
 from __future__ import annotations
 
 import pytest
@@ -59,57 +59,3 @@ def test_baseline_paths_are_distinct_per_method_and_suite(tmp_path):
     assert all(tmp_path in p.parents for p in paths)
     # the same key always maps to the same file (a rerun, or another worker, finds it)
     assert bl.baseline_path(tmp_path, "m", "ci", "float32", "fidelity", Full().id) == paths[0]
-
-
-CONFTEST = '''
-import kvcheck
-from kvcheck.methods import Full, KNorm, StreamingLLM
-
-
-@kvcheck.method()
-def full():
-    return Full()
-
-
-@kvcheck.method(params=[0.5, 0.75])
-def streaming_llm(r):
-    return StreamingLLM(compression_ratio=r, sinks=4)
-
-
-@kvcheck.method(params=[0.5])
-def knorm(r):
-    return KNorm(compression_ratio=r)
-'''
-
-GATE_TEST = '''
-from kvcheck import baseline as bl
-from kvcheck.gate import check
-from kvcheck.runner import Measured
-
-
-def test_gate(kv_method, kvcheck_session, request):
-    """A gate with a fixed measurement per method (no model): only the store is exercised."""
-    value = len(kv_method.id) / 100
-    check(kvcheck_session, request, "store", kv_method, Measured(metrics={"m": bl.metric(value, 0.0, "equal")}))
-'''
-
-
-@pytest.mark.slow
-def test_parallel_workers_write_one_file_per_method(pytester):
-    """Four methods gated by two xdist workers with --kvcheck-update=new: four complete, loadable
-    baseline files (one per method, keyed by its id), no temp files left behind. One subprocess run
-    of three interpreters, each importing torch: tens of seconds, hence ``slow`` (run it with
-    ``-m slow`` or ``--kvcheck-tier full``)."""
-    pytest.importorskip("xdist")
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_store=GATE_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2",
-                                           "--kvcheck-tier", "smoke", "--kvcheck-update=new")
-    result.assert_outcomes(passed=4)
-    files = sorted(p for p in (pytester.path / "baselines").rglob("*") if p.is_file())
-    ids = sorted(["full", "knorm-r0.5", "streaming_llm-r0.5-s4", "streaming_llm-r0.75-s4"])
-    assert [p.name for p in files] == [f"{i}.json" for i in ids]
-    for path, method_id in zip(files, ids):
-        data = bl.load(path)
-        assert data["key"]["suite"] == "store" and data["key"]["method_id"] == method_id
-        assert data["metrics"]["m"]["value"] == round(len(method_id) / 100, 6)
