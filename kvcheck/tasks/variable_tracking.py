@@ -2,10 +2,21 @@
 12345``, ``VAR FGHIJ = VAR ABCDE``, … spread through repetitive filler, each chain's statements in order.
 The question asks for the value of the last variable of one chain; the other chain ends in another value.
 
-RULER asks instead for every variable that holds a value, over longer chains; that is beyond the default
-135M model, so kvcheck asks for one chain's value, opens with worked examples of walking a chain (the
-model writes ``VAR B = VAR A; VAR A = 12345``) and keeps the chains to one hop (``NUM_HOPS``).
-Scored 1 if the first number in the output is the asked chain's value.
+RULER asks instead for every variable that holds a value, over longer chains; kvcheck asks for one chain's
+value, opens with worked examples of walking a chain (the model writes ``VAR B = VAR A; VAR A = 12345``)
+and keeps the chains to one hop (``NUM_HOPS``). Scored 1 if the first number in the output is the asked
+chain's value.
+
+This task is harder than the default 135M model can do. ``full`` at 1024 tokens answers 0.31–0.50 of
+samples, and a model that guessed between the two chains would land near 0.5. These variants were
+measured on 16 samples and none did better: the answer written as ``VAR B = VAR A = 12345`` (6/16);
+five worked examples, or one; single-token names (``VAR Tom``), lowercase names, or word keys; the
+question also put before the text; a chain's two statements side by side, so both hops are local (8/16);
+RULER's own question, "find all variables assigned the value X" (mean recall 0.50); plain-English
+statements, "the value of key B is the value of key A" (2–3/16); and the chat template (0/16). The model
+finds the first hop in about 7–11 of 16 samples and loses the second hop in about half of those. The
+task is still exact and deterministic and it still gates: a sample that ``full`` answers and a method
+does not is a regression. Aim it at a larger model (``--kvcheck-model``) to use its full range.
 """
 from __future__ import annotations
 
@@ -23,20 +34,11 @@ HEAD = "Memorize and track the chains of variable assignments hidden in the foll
 QUESTION = "\n\nQuestion: What is the value of VAR {last}? Answer: VAR {last} ="
 
 
-WORD_NAMES = False
-CHAINED = False
-LOWER8 = False
-
-
 def variable_names(rng: random.Random, n: int) -> list[str]:
     """``n`` distinct names of five capital letters."""
-    if WORD_NAMES:
-        from .multikey import KEYS
-        return rng.sample(KEYS, n)
     names: list[str] = []
     while len(names) < n:
-        name = "".join(rng.choices(string.ascii_lowercase, k=8)) if LOWER8 else \
-            "".join(rng.choices(string.ascii_uppercase, k=5))
+        name = "".join(rng.choices(string.ascii_uppercase, k=5))
         if name not in names:
             names.append(name)
     return names
@@ -48,8 +50,6 @@ def statements(names: list[str], value: int) -> list[str]:
 
 def walk(names: list[str], value: int) -> str:
     """The answer after ``VAR <last> =``: `` VAR <prev>; VAR <prev> = …; VAR <first> = <value>.``"""
-    if CHAINED:
-        return "".join(f" VAR {x} =" for x in names[-2::-1]) + f" {value}."
     steps = [f"VAR {b} = VAR {a}" for a, b in zip(names, names[1:])][::-1] + [f"VAR {names[0]} = {value}"]
     return steps[0][len(f"VAR {names[-1]} ="):] + "".join(f"; {s}" for s in steps[1:]) + "."
 
