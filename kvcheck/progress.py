@@ -5,8 +5,9 @@ import os
 import sys
 
 
-def bar(total: int, desc: str, quiet: bool = False):
+def bar(total: int, desc: str, quiet: bool = False, unit: str = "sample"):
     from tqdm import tqdm
 
-    disable = quiet or (os.environ.get("CI") == "true" and not sys.stderr.isatty())
-    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, disable=disable, leave=False)
+    in_ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    disable = quiet or (in_ci and not sys.stderr.isatty())
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, leave=False)

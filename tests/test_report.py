@@ -196,6 +196,16 @@ def test_progress_bar_on_stderr_unless_quiet(tmp_path, capsys, monkeypatch):
     assert "kvcheck report" in capsys.readouterr().err  # --quiet runs elsewhere leave stderr empty
 
 
+
+@pytest.mark.parametrize("ci, shown", [("1", False), ("true", False), ("0", True), ("false", True)])
+def test_progress_bar_silent_in_ci_logs(ci, shown, monkeypatch, capsys):
+    from kvcheck.progress import bar
+    monkeypatch.setenv("CI", ci)  # stderr is captured, not a terminal, as in a CI log
+    with bar(2, "kvcheck bench", unit="point") as pb:
+        pb.update(2)
+    err = capsys.readouterr().err
+    assert ("kvcheck bench" in err) is shown and ("point" in err) is shown
+
 # --- data shaping ------------------------------------------------------------------------------------
 
 

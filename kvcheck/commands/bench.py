@@ -73,7 +73,7 @@ def run(args) -> int:
     if limit and max(lengths) + args.decode_steps > limit:
         raise KvcheckError(f"--length {max(lengths)} + decode steps exceeds the model's context of {limit}.")
     points = []
-    with bar(len(methods) * len(batches) * len(lengths), "kvcheck bench", args.quiet) as pb:
+    with bar(len(methods) * len(batches) * len(lengths), "kvcheck bench", args.quiet, unit="point") as pb:
         for m in methods:
             for b in batches:
                 for n in lengths:

@@ -40,7 +40,7 @@ def build_report(paths, out, baselines=None, quiet: bool = False) -> Result:
     if shaped["flips"]["methods"] and not shaped["flips"]["reference"]:
         notes.append(f"no {REFERENCE} records among the per-sample inputs: the flip map shows right/wrong only")
     pngs: dict[str, bytes | None] = {}
-    with bar(len(PLOTS) + 1, "kvcheck report", quiet) as pb:
+    with bar(len(PLOTS) + 1, "kvcheck report", quiet, unit="plot") as pb:
         pb.unit = "plot"
         for name in PLOTS:
             pb.set_postfix_str(name)
