@@ -3,7 +3,9 @@
 It runs SDPA (or flash-attn on CUDA when installed and no mask is needed) with a mask built from the
 cache layer's true positions and validity, records attention outputs when asked, and then lets the
 layer compress (``after_forward``): scores are computed from the queries this layer already has, so
-no T×T matrix is built and the model keeps SDPA everywhere. Models are never patched.
+no T×T matrix is built and the model keeps SDPA everywhere. Models are never patched. The one
+exception: on CPU, a method whose scores need every query's attention weights (H2O) computes an
+unpadded prefill's attention output from those same weights (``prefill_attention``), in blocks of rows.
 """
 from __future__ import annotations
 
@@ -53,7 +55,10 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     mask = None
     if not (fresh and bool(q_valid.all())) and not (query.shape[2] == 1 and bool(layer.valid.all())):
         mask = layer.mask(q_pos, q_valid)
-    out = attend(module, query, key, value, mask, scaling)
+    fused = None
+    if fresh and mask is None and query.device.type == "cpu":  # on GPU the attention kernel stays
+        fused = layer.prefill_attention(query, key, value, scaling)
+    out, scores = fused if fused is not None else (attend(module, query, key, value, mask, scaling), None)
     if cache.recorded is not None:
         cache.recorded[module.layer_idx] = out.detach()
     if cache.captured_queries is not None:
@@ -63,11 +68,11 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
 
         sync(query.device)
         t0 = cache.clock()
-        layer.after_forward(query, scaling)
+        layer.after_forward(query, scaling, scores)
         sync(query.device)
         cache.compress_s += cache.clock() - t0
     else:
-        layer.after_forward(query, scaling)
+        layer.after_forward(query, scaling, scores)
     return out, None
 
 

@@ -60,6 +60,11 @@ class _Layer(CacheLayerMixin):
     def get_max_length(self) -> int:
         return -1
 
+    def prefill_attention(self, query, key, value, scaling):
+        """``(output, scores)`` when the method computes an unpadded prefill's attention together with
+        its scores (see ``EvictionMethod.prefill_attention``); None: plain attention, then scoring."""
+        return None
+
     def get_max_cache_shape(self) -> int:  # abstract in transformers 5.2 (later: get_max_length)
         return -1
 
@@ -106,9 +111,16 @@ class EvictionLayer(_Layer):
         return torch.tensor([self.method.budget(n, self.layer_idx, self.n_layers) for n in self.seen.tolist()],
                             device=self.keys.device)
 
-    def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
+    def prefill_attention(self, query, key, value, scaling):
+        n = key.shape[2]  # an unpadded prefill: every slot is a real token
+        if self.method is None or self.prefilled or self.method.budget(n, self.layer_idx, self.n_layers) >= n:
+            return None  # evicting nothing, the attention stays exactly the full cache's
+        return self.method.prefill_attention(query, key, value, scaling)
+
+    def after_forward(self, queries: torch.Tensor, scaling: float, scores: torch.Tensor | None = None) -> None:
         """Called by the attention function once this layer's attention is computed: compress at
-        prefill; while generating, ``acts_on_decode`` methods evict back to the budget."""
+        prefill (with ``scores`` when :meth:`prefill_attention` gave them); while generating,
+        ``acts_on_decode`` methods evict back to the budget."""
         if not self.prefilled:
             self.prefilled = True
             self.seen = self.valid[:, 0].sum(dim=-1)
@@ -117,7 +129,8 @@ class EvictionLayer(_Layer):
             self.budget = self._budget()
             inputs = ScoreInputs(queries, self.keys, self.values, self.valid[:, 0], self.positions[:, 0],
                                  scaling, self.layer_idx, self.n_layers)
-            scores = self.method.score(inputs)
+            if scores is None:
+                scores = self.method.score(inputs)
             if self.method.stateful:  # running scores (e.g. H2O's accumulated attention) move with the slots
                 self.state["score"] = scores.float()
                 scores = self.method.decode_scores(self, queries, scaling)  # rank the raw state
@@ -221,7 +234,7 @@ class QuantLayer(_Layer):
     def mask(self, q_pos, q_valid):
         return visibility(self.valid[:, None], self.positions[:, None], q_pos, q_valid)
 
-    def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
+    def after_forward(self, queries: torch.Tensor, scaling: float, scores: torch.Tensor | None = None) -> None:
         """Flush the residual. At prefill everything but the newest ``residual`` slots is quantised (the
         oldest group partial); then, every ``block`` new tokens, everything but the newest ``residual``
         slots and the tokens since that boundary.

@@ -210,6 +210,36 @@ def test_h2o_chunks_match_dense_attention():
     torch.testing.assert_close(chunked.sum(-1), valid.sum(-1, keepdim=True).float().expand(b, hk))
 
 
+
+@pytest.mark.parametrize("chunk", [4, 7, 100])
+def test_h2o_attention_and_scores_in_one_pass_match_sdpa(chunk):
+    """The fused prefill (H2O.prefill_attention's path): the output is SDPA's causal GQA attention and
+    the scores are bit-identical to scoring alone, however the rows are blocked."""
+    g = torch.Generator().manual_seed(1)
+    b, hk, groups, t, d = 2, 3, 3, 19, 8
+    q, k, v = (torch.randn(b, h, t, d, generator=g) for h in (hk * groups, hk, hk))
+    valid = torch.ones(b, t, dtype=torch.bool)
+    pos = torch.arange(t)[None].expand(b, t)
+    kv, kp = valid[:, None].expand(b, hk, t), pos[:, None].expand(b, hk, t)
+    scores, out = received_attention(q, k, kv, kp, pos, valid, 0.3, queries_last=True, chunk=chunk, values=v)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3, enable_gqa=True)
+    torch.testing.assert_close(out, want.transpose(1, 2))
+    assert torch.equal(scores, received_attention(q, k, kv, kp, pos, valid, 0.3, queries_last=True, chunk=chunk))
+
+
+def test_h2o_fused_prefill_keeps_what_separate_scoring_keeps(lm):
+    """Live H2O (fused attention + scores on CPU) and a replay of a shared prefill (SDPA, then scoring)
+    keep the same tokens with the same running scores (to float tolerance: the layers after the first
+    see inputs that differ in the last bits)."""
+    method = H2O(compression_ratio=0.5, recent=2)
+    prompt = [PROMPTS[0]]
+    live = prefill(lm, method, prompt)
+    replayed = engine.replay(lm, engine.capture_tokens(lm, prompt), method)
+    assert live.layers[0].keys.shape[2] < len(PROMPTS[0])  # it did evict
+    for a, r in zip(live.layers, replayed.layers):
+        assert torch.equal(a.positions, r.positions)
+        torch.testing.assert_close(a.state["score"], r.state["score"])
+
 def test_knorm_keeps_the_lowest_norm_keys():
     keys = torch.arange(1, 11, dtype=torch.float32).flip(0)[None, None, :, None].expand(1, 1, 10, 4)
     inputs = ScoreInputs(keys, keys, keys, torch.ones(1, 10, dtype=torch.bool), torch.arange(10)[None], 1.0, 0, 1)

@@ -158,6 +158,13 @@ class EvictionMethod(Method):
         """
         raise NotImplementedError
 
+    def prefill_attention(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                          scaling: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Optional: the attention output ``[batch, seq, q_heads, head_dim]`` and :meth:`score`'s scores of
+        an unpadded causal prefill, in one pass, for a rule whose scores need every query's attention
+        weights anyway. ``None`` (the default) means: plain attention, then :meth:`score`."""
+        return None
+
     def observe(self, state, queries: torch.Tensor, scaling: float) -> None:
         """Stateful methods: fold the new queries ``[batch, q_heads, q, head_dim]`` (the layer's last
         ``q`` slots) into the running scores in ``state.state``. Called at every decode step, before

@@ -9,6 +9,8 @@ accumulated scores. While generating, every new query's attention is added to th
 scores (kept in ``layer.state["score"]``, new tokens start at 0), and whenever the cache holds more
 than the budget of all tokens seen so far, the lowest-ranked held tokens go.
 Prefill scores are computed a block of query rows at a time: memory is O(rows × seq), never seq × seq.
+On CPU, an unpadded prefill computes the layer's attention output from those same weights
+(:meth:`H2O.prefill_attention`), so the logits are computed once and not a second time for the scores.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def chunk_rows(b: int, q_heads: int, n: int, device: torch.device) -> int:
 
 def received_attention(queries: torch.Tensor, keys: torch.Tensor, key_valid: torch.Tensor,
                        key_pos: torch.Tensor, q_pos: torch.Tensor, q_valid: torch.Tensor, scaling: float,
-                       queries_last: bool = False, chunk: int | None = None) -> torch.Tensor:
+                       queries_last: bool = False, chunk: int | None = None,
+                       values: torch.Tensor | None = None):
     """Attention each key receives, summed over queries and averaged over each GQA group: ``[b, kv_heads, n]``.
 
     queries ``[b, q_heads, q, d]``; keys ``[b, kv_heads, n, d]``; key_valid / key_pos ``[b, kv_heads, n]``;
@@ -42,6 +45,10 @@ def received_attention(queries: torch.Tensor, keys: torch.Tensor, key_valid: tor
     The GQA group's query heads are stacked into one matrix per KV head (keys are not repeated); when
     every slot and query is real and ``queries_last`` holds, slot order is causal order and only
     each block's diagonal square needs a mask.
+
+    ``values`` ``[b, kv_heads, n, d]``: also return the attention output ``[b, q, q_heads, d]`` from the
+    same weights, as ``(scores, output)`` — one pass instead of an attention kernel and then a second
+    pass over the same logits for the scores.
     """
     b, hq, q, d = queries.shape
     hk, n = keys.shape[1], keys.shape[2]
@@ -53,6 +60,8 @@ def received_attention(queries: torch.Tensor, keys: torch.Tensor, key_valid: tor
     exact_dtype = queries.dtype == torch.float32
     one_block = 0 < q <= rows_per  # e.g. a decode step: no running total needed
     total = None if one_block else torch.zeros(b, hk, n, dtype=torch.float32, device=keys.device)
+    out = None if values is None else torch.empty(b, hk, g, q, d, dtype=values.dtype, device=values.device)
+    vv = None if values is None else values.contiguous().view(b * hk, n, d)
     diagonal = _NO_DIAGONAL
     for s in range(0, q, rows_per):
         c = min(rows_per, q - s)
@@ -72,13 +81,19 @@ def received_attention(queries: torch.Tensor, keys: torch.Tensor, key_valid: tor
             seen |= ~q_valid[:, None, s:s + c, None]  # padding rows see everything (no empty softmax)
             logits.masked_fill_(~seen[:, :, None], float("-inf"))
         attn = torch.softmax(logits, dim=-1)  # [b, hk, g, c, e]
+        if out is not None:
+            out[:, :, :, s:s + c] = torch.bmm(attn.view(b * hk, g * c, e).to(vv.dtype), vv[:, :e]).view(b, hk, g, c, d)
         if not all_rows:
             attn.mul_(q_valid[:, None, None, s:s + c, None])  # padding rows count 0
         block = attn.view(b, hk, g * c, e).sum(dim=2)
         if one_block:  # the only block: every query, every slot (e == n)
-            return block.div_(g)
+            total = block
+            break
         total[..., :e] += block
-    return total.div_(g)
+    total = total.div_(g)
+    if out is None:
+        return total
+    return total, out.view(b, hq, q, d).transpose(1, 2).contiguous()
 
 
 @register
@@ -101,6 +116,17 @@ class H2O(EvictionMethod):
         pos = inputs.positions[:, None].expand(b, hk, t)
         return received_attention(inputs.queries, inputs.keys, valid, pos, inputs.positions, inputs.valid,
                                   inputs.scaling, queries_last=True)
+
+    def prefill_attention(self, queries, keys, values, scaling):
+        """The prompt's attention and its scores from the same softmax weights: the scores need every
+        query's weights, which the attention kernel computes but does not give out, so computing both
+        here saves a second pass over the logits."""
+        b, hk, t, _ = keys.shape
+        pos = torch.arange(t, device=keys.device)[None].expand(b, t)
+        valid = torch.ones(b, t, dtype=torch.bool, device=keys.device)
+        scores, out = received_attention(queries, keys, valid[:, None].expand(b, hk, t), pos[:, None].expand(b, hk, t),
+                                         pos, valid, scaling, queries_last=True, values=values)
+        return out, scores
 
     def observe(self, layer, queries, scaling) -> None:
         """Add the new queries' attention (the layer's last ``q`` slots are theirs) to the running scores."""
