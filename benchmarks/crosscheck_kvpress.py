@@ -17,7 +17,7 @@ Run in the kvpress environment (kvpress pins transformers < 5.3)::
 
     bash benchmarks/kvpress_env.sh
     nice -n 10 .venv-kvpress/bin/python benchmarks/crosscheck_kvpress.py [--prompts 3] [--length 1024]
-        [--repeats 5] [--json out.json]
+        [--repeats 5] [--threads 1 --clock cpu] [--json out.json]
 """
 from __future__ import annotations
 
@@ -103,10 +103,13 @@ def agreement(kept: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
     return sum(vals) / len(vals)
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time
+
+
 def timed(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     fn()
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def main(argv=None) -> int:
@@ -118,7 +121,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated method labels to run (default: all)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: process CPU time, for a shared machine (use with --threads 1)")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import kvpress
     import transformers
