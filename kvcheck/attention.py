@@ -58,7 +58,7 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     fused = None
     if fresh and mask is None and query.device.type == "cpu":  # on GPU the attention kernel stays
         fused = layer.prefill_attention(query, key, value, scaling)
-    out, scores = fused if fused is not None else (attend(module, query, key, value, mask, scaling), None)
+    out = fused[0] if fused is not None else attend(module, query, key, value, mask, scaling)
     if cache.recorded is not None:
         cache.recorded[module.layer_idx] = out.detach()
     if cache.captured_queries is not None:
@@ -68,11 +68,11 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
 
         sync(query.device)
         t0 = cache.clock()
-        layer.after_forward(query, scaling, scores)
+        layer.after_forward(query, scaling)
         sync(query.device)
         cache.compress_s += cache.clock() - t0
     else:
-        layer.after_forward(query, scaling, scores)
+        layer.after_forward(query, scaling)
     return out, None
 
 

@@ -83,6 +83,7 @@ class EvictionLayer(_Layer):
         self.valid = self.positions = self.budget = self.seen = None
         self.state: dict[str, torch.Tensor] = {}
         self.last_kept: torch.Tensor | None = None  # slot positions kept at prefill, for inspection
+        self.fused_scores: torch.Tensor | None = None  # prefill scores computed with the attention
 
     def update(self, key_states, value_states, positions=None, valid=None, **kwargs):
         b, h, q, _ = key_states.shape
@@ -115,12 +116,16 @@ class EvictionLayer(_Layer):
         n = key.shape[2]  # an unpadded prefill: every slot is a real token
         if self.method is None or self.prefilled or self.method.budget(n, self.layer_idx, self.n_layers) >= n:
             return None  # evicting nothing, the attention stays exactly the full cache's
-        return self.method.prefill_attention(query, key, value, scaling)
+        fused = self.method.prefill_attention(query, key, value, scaling)
+        if fused is not None:
+            self.fused_scores = fused[1]  # taken by after_forward instead of scoring again
+        return fused
 
-    def after_forward(self, queries: torch.Tensor, scaling: float, scores: torch.Tensor | None = None) -> None:
+    def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
         """Called by the attention function once this layer's attention is computed: compress at
-        prefill (with ``scores`` when :meth:`prefill_attention` gave them); while generating,
+        prefill (with the scores :meth:`prefill_attention` computed, if it did); while generating,
         ``acts_on_decode`` methods evict back to the budget."""
+        scores, self.fused_scores = self.fused_scores, None
         if not self.prefilled:
             self.prefilled = True
             self.seen = self.valid[:, 0].sum(dim=-1)
@@ -234,7 +239,7 @@ class QuantLayer(_Layer):
     def mask(self, q_pos, q_valid):
         return visibility(self.valid[:, None], self.positions[:, None], q_pos, q_valid)
 
-    def after_forward(self, queries: torch.Tensor, scaling: float, scores: torch.Tensor | None = None) -> None:
+    def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
         """Flush the residual. At prefill everything but the newest ``residual`` slots is quantised (the
         oldest group partial); then, every ``block`` new tokens, everything but the newest ``residual``
         slots and the tokens since that boundary.

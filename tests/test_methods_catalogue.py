@@ -231,9 +231,17 @@ def test_h2o_fused_prefill_keeps_what_separate_scoring_keeps(lm):
     """Live H2O (fused attention + scores on CPU) and a replay of a shared prefill (SDPA, then scoring)
     keep the same tokens with the same running scores (to float tolerance: the layers after the first
     see inputs that differ in the last bits)."""
-    method = H2O(compression_ratio=0.5, recent=2)
+    calls = []
+
+    class Counted(H2O):  # counts the fused prefills, to show the live run took that path
+        def prefill_attention(self, queries, keys, values, scaling):
+            calls.append(queries.shape[2])
+            return super().prefill_attention(queries, keys, values, scaling)
+
+    method = Counted(compression_ratio=0.5, recent=2)
     prompt = [PROMPTS[0]]
     live = prefill(lm, method, prompt)
+    assert calls == [len(PROMPTS[0])] * LAYERS and all(layer.fused_scores is None for layer in live.layers)
     replayed = engine.replay(lm, engine.capture_tokens(lm, prompt), method)
     assert live.layers[0].keys.shape[2] < len(PROMPTS[0])  # it did evict
     for a, r in zip(live.layers, replayed.layers):
