@@ -72,7 +72,8 @@ def received_attention(queries: torch.Tensor, keys: torch.Tensor, key_valid: tor
         else:  # half precision: scale in float32 after the product
             logits = torch.bmm(queries[:, :, s:s + c].reshape(b * hk, g * c, d), kc).float().mul_(scaling)
         logits = logits.view(b, hk, g, c, e)
-        if causal_slots and c > 1:  # a single query row (a decode step) sees all its ``e`` slots: no mask
+        # causal slots and a single query row (a decode step): it sees all its ``e`` slots, no mask
+        if causal_slots and c > 1:
             if diagonal.shape[0] != c:  # row i of the block is slot e − c + i: it sees the slots before it
                 diagonal = torch.ones(c, c, dtype=torch.bool, device=keys.device).triu_(1)
             logits[..., e - c:].masked_fill_(diagonal, float("-inf"))
