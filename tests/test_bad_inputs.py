@@ -152,14 +152,13 @@ def streaming_llm(r):
 
 GATE_TEST = '''
 from kvcheck import baseline as bl
-from kvcheck.gate import check
-from kvcheck.runner import Measured
+from kvcheck.judge import Measured
 
 
-def test_gate(kv_method, kvcheck_session, request):
+def test_gate(kv_method, kv_gate):
     """A gate with a fixed measurement per method (no model): only the store is exercised."""
     value = len(kv_method.id) / 100
-    check(kvcheck_session, request, "store", kv_method, Measured(metrics={"m": bl.metric(value, 0.0, "equal")}))
+    kv_gate.check("store", kv_method, Measured(metrics={"m": bl.metric(value, 0.0, "equal")}))
 '''
 
 STORE = "baselines/smollm2-135m-instruct/ci-float32/store"

@@ -65,19 +65,18 @@ def streaming_llm(r):
 GATE_TEST = '''
 import os
 from kvcheck import baseline as bl
-from kvcheck.gate import check
-from kvcheck.runner import Measured
+from kvcheck.judge import Measured
 
 IDS = [f"passkey-L512-s0-{i:03d}" for i in range(4)]
 
 
-def test_accuracy(kv_method, kvcheck_session, request):
+def test_accuracy(kv_method, kv_gate):
     """Planted per-sample scores: full gets every sample; each compressed method misses sample 000
     (a negative) and, with KVCHECK_PLANT, sample 001 too."""
     wrong = set() if kv_method.name == "full" else {IDS[0]} | ({IDS[1]} if os.environ.get("KVCHECK_PLANT") else set())
     samples = {i: {"score": 0.0 if i in wrong else 1.0, "correct": i not in wrong, "expected": "1", "got": "1"}
                for i in IDS}
-    check(kvcheck_session, request, "accuracy", kv_method,
+    kv_gate.check("accuracy", kv_method,
           Measured(metrics={"acc": bl.metric(1 - len(wrong) / 4, 1.0, "higher")}, samples=samples,
                    sample_allowance=4))
 '''

@@ -195,12 +195,11 @@ def evil():
 
 GATE_TEST = '''
 from kvcheck import baseline as bl
-from kvcheck.gate import check
-from kvcheck.runner import Measured
+from kvcheck.judge import Measured
 
 
-def test_gate(kv_method, kvcheck_session, request):
-    check(kvcheck_session, request, "store", kv_method, Measured(metrics={"m": bl.metric(0.5, 0.0, "equal")}))
+def test_gate(kv_method, kv_gate):
+    kv_gate.check("store", kv_method, Measured(metrics={"m": bl.metric(0.5, 0.0, "equal")}))
 '''
 
 

@@ -1,0 +1,71 @@
+"""The four gate suites as values: every tolerance and sample rule kvcheck applies is on this page.
+
+A reviewer reads the rules here; the measure functions (:class:`kvcheck.runner.Runner`) return raw
+values only. ``per_count`` tolerances are one sample (or, for top-1 agreement, two positions) of
+slack; ``relative`` ones scale with the value and have a floor for values near 0.
+"""
+from __future__ import annotations
+
+from .base import Rule, SampleRule, Suite, absolute, affine, per_count, relative
+
+
+def _accuracy(workbench, method, ctx):
+    return workbench.measure_accuracy(method, ctx.options.get("specs"))
+
+
+def _fidelity(workbench, method, ctx):
+    return workbench.measure_fidelity(method)
+
+
+def _drift(workbench, method, ctx):
+    return workbench.measure_drift(method)
+
+
+def _throughput(workbench, method, ctx):
+    return workbench.measure_throughput(method, untimed=ctx.untimed, **ctx.options)
+
+
+FIDELITY = Suite(
+    "fidelity", _fidelity,
+    rules=(Rule("kl_divergence", "lower", relative(0.1, 1e-4)),
+           Rule("top1_agreement", "higher", per_count(2.0)),  # two of the scored positions
+           Rule("perplexity_ratio", "lower", affine(0.02, 1e-4)),
+           Rule("attn_rel_error.*", "lower", relative(0.1, 1e-4))))
+
+ACCURACY = Suite(
+    "accuracy", _accuracy,
+    rules=(Rule("*.accuracy", "higher", per_count(1.0)),),  # one sample of slack per task
+    samples=SampleRule(allowance=1, correct=lambda score: score >= 0.5, digits=6,
+                       describe="right when the task's score ≥ 0.5"),
+    feeds_negatives=True)
+
+DRIFT = Suite(
+    "drift", _drift,
+    rules=(Rule("median_diff_pct", "higher", absolute(10.0)),
+           Rule("share_20pct_longer", "lower", per_count(1.0)),
+           Rule("share_hit_cap", "lower", per_count(1.0)),
+           Rule("latency_ratio", "lower", absolute(0.1))),
+    samples=SampleRule(allowance=1, correct=lambda diff_pct: diff_pct > -20.0, digits=3,
+                       describe="right unless ≥ 20 % longer than full's answer"))
+
+_TIMINGS = (Rule("*.prefill_ratio", "lower", absolute(0.25)),
+            Rule("*.decode_ratio", "lower", absolute(0.25)),
+            Rule("*.compress_share", "lower", relative(0.3, 0.005)))
+
+THROUGHPUT = Suite(
+    "throughput", _throughput,
+    rules=(Rule("*.kv_ratio", "lower", absolute(0.005)),),
+    perf=_TIMINGS)
+
+GPU_GRID = tuple((b, n) for b in (1, 4, 16) for n in (1024, 4096, 8192))
+THROUGHPUT_GPU = THROUGHPUT.with_(name="throughput-gpu",
+                                  options={"grid": GPU_GRID, "repeats": 7, "decode_steps": 16})
+
+SUITES = (FIDELITY, ACCURACY, DRIFT, THROUGHPUT, THROUGHPUT_GPU)
+
+
+def accuracy_on(task_set) -> Suite:
+    """The accuracy suite on a task set: the tier's (suite ``accuracy``, feeding the negative-sample
+    gate) or a ``--kvcheck-task`` set (suite ``accuracy-<label>``, its own baselines)."""
+    return ACCURACY.with_(name=task_set.suite, options={"specs": task_set.specs},
+                          feeds_negatives=task_set.suite == ACCURACY.name)

@@ -1,0 +1,125 @@
+"""The pure judge: a stored baseline and a measurement in, a verdict out (no pytest, no files)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kvcheck import judge as jd
+
+SCHEMA = 1
+
+
+def ctx(**kw) -> jd.Context:
+    base = dict(suite="accuracy", method_id="snapkv-r0.5", header={"suite": "accuracy", "method_id": "snapkv-r0.5"},
+                path="b/accuracy/snapkv-r0.5.json", machine="cpu-x", provenance={"written": "now"},
+                accept="pytest t.py -k 'snapkv-r0.5' --kvcheck-update=")
+    return jd.Context(**{**base, **kw})
+
+
+def stored(acc=0.75, samples=None, perf=None) -> dict:
+    doc = {"schema": SCHEMA, "key": {"suite": "accuracy", "method_id": "snapkv-r0.5"},
+           "metrics": {"passkey.accuracy": jd.metric(acc, 0.125, "higher")}, "details": {}}
+    if samples is not None:
+        doc["samples"] = samples
+    if perf is not None:
+        doc["perf"] = perf
+    return doc
+
+
+def rec(correct: bool, got="x") -> dict:
+    return {"score": float(correct), "correct": correct, "expected": "1", "got": got}
+
+
+def measured(acc=0.75, samples=None, allowance=1, perf=None, skip=None) -> jd.Measured:
+    return jd.Measured({"passkey.accuracy": jd.metric(acc, 0.125, "higher")}, samples=samples, perf=perf,
+                       sample_allowance=allowance, skip_reason=skip)
+
+
+def test_unchanged_passes_and_writes_nothing():
+    v = jd.judge(stored(), measured(), ctx(), SCHEMA)
+    assert (v.fail, v.skip, v.write) == (None, None, None)
+    assert [(r.metric, r.status) for r in v.rows] == [("passkey.accuracy", "ok")]
+
+
+def test_a_drop_beyond_tolerance_fails_naming_metric_numbers_and_accept_command():
+    v = jd.judge(stored(0.75), measured(0.5), ctx(), SCHEMA)
+    assert v.fail.startswith("kvcheck: snapkv-r0.5 regressed in accuracy on passkey.accuracy")
+    assert "0.75" in v.fail and "0.5" in v.fail and "±0.125" in v.fail and "(higher is better)" in v.fail
+    assert v.fail.endswith("accept it with: pytest t.py -k 'snapkv-r0.5' --kvcheck-update=all")
+    assert v.write is None
+
+
+def test_a_rise_is_improved_and_passes():
+    v = jd.judge(stored(0.5), measured(0.875), ctx(), SCHEMA)
+    assert v.fail is None and v.rows[0].status == "improved"
+
+
+def test_sample_flips_beyond_the_allowance_fail_listing_the_samples():
+    base = {"a": rec(True), "b": rec(True), "c": rec(False)}
+    now = {"a": rec(False, "nope"), "b": rec(False), "c": rec(True)}
+    v = jd.judge(stored(samples=base), measured(samples=now, allowance=1), ctx(), SCHEMA)
+    assert "samples right→wrong: 2 (allowed 1); wrong→right: 1" in v.fail
+    assert "a: expected '1', baseline got 'x', now 'nope'" in v.fail
+    flips_row = [r for r in v.rows if r.metric == "samples.right_to_wrong"][0]
+    assert (flips_row.now, flips_row.status) == (2, "regressed")
+    assert jd.judge(stored(samples=base), measured(samples=now, allowance=2), ctx(), SCHEMA).fail is None
+
+
+def test_no_baseline_writes_one_and_fails_unless_accepting():
+    v = jd.judge(None, measured(), ctx(), SCHEMA)
+    assert "no baseline for snapkv-r0.5 in accuracy; new baseline written to b/accuracy/snapkv-r0.5.json" in v.fail
+    assert v.write["metrics"] == measured().metrics and v.write["key"] == ctx().header
+    for mode in ("new", "all"):
+        v = jd.judge(None, measured(), ctx(update=mode), SCHEMA)
+        assert v.fail is None and v.write is not None
+
+
+def test_update_all_rewrites_only_what_moved_and_keeps_perf():
+    perf = {"cpu-x": {"metrics": {}, "provenance": {}}}
+    assert jd.judge(stored(perf=perf), measured(), ctx(update="all"), SCHEMA).write is None
+    v = jd.judge(stored(0.75, perf=perf), measured(0.25), ctx(update="all"), SCHEMA)
+    assert v.fail is None and v.write["metrics"]["passkey.accuracy"]["value"] == 0.25 and v.write["perf"] == perf
+
+
+def test_key_mismatch_and_non_finite_fail_without_writing():
+    doc = stored()
+    doc["key"]["method_id"] = "other"
+    v = jd.judge(doc, measured(), ctx(update="all"), SCHEMA)
+    assert "holds 'other' in 'accuracy', not 'snapkv-r0.5'" in v.fail and v.write is None
+    bad = jd.Measured({"passkey.accuracy": {"value": math.nan, "tolerance": 0.1, "direction": "higher"}})
+    v = jd.judge(stored(), bad, ctx(update="all"), SCHEMA)
+    assert "measured a non-finite passkey.accuracy" in v.fail and v.write is None
+
+
+def test_timings_without_this_machines_entry_skip_or_fail_when_strict():
+    perf = {"other-machine": {"metrics": {"t": jd.metric(1.0, 0.25, "lower")}}}
+    timed = jd.Measured({"m": jd.metric(1, 0, "equal")}, perf={"t": jd.metric(1.0, 0.25, "lower")})
+    doc = {**stored(perf=perf), "metrics": {"m": jd.metric(1, 0, "equal")}}
+    v = jd.judge(doc, timed, ctx(), SCHEMA)
+    assert v.fail is None and "no perf baseline for machine 'cpu-x'" in v.skip
+    assert "no perf baseline" in jd.judge(doc, timed, ctx(strict_perf=True), SCHEMA).fail
+    assert jd.untimed_reason(doc, ctx()) is not None and jd.untimed_reason(doc, ctx(update="perf")) is None
+    assert jd.untimed_reason(None, ctx()) is None
+
+
+def test_a_perf_only_regression_is_accepted_with_perf():
+    entry = {"cpu-x": {"metrics": {"t": jd.metric(1.0, 0.25, "lower")}}}
+    doc = {**stored(perf=entry), "metrics": {"m": jd.metric(1, 0, "equal")}}
+    slow = jd.Measured({"m": jd.metric(1, 0, "equal")}, perf={"t": jd.metric(2.0, 0.25, "lower")})
+    assert jd.judge(doc, slow, ctx(), SCHEMA).fail.endswith("--kvcheck-update=perf")
+
+
+@pytest.mark.parametrize("direction, base, now, status", [
+    ("higher", 1.0, 0.8, "regressed"), ("higher", 1.0, 1.2, "improved"), ("lower", 1.0, 1.2, "regressed"),
+    ("lower", 1.0, 0.8, "improved"), ("equal", 1.0, 1.2, "regressed"), ("equal", 1.0, 0.8, "regressed"),
+    ("equal", 1.0, 1.05, "ok")])
+def test_directions(direction, base, now, status):
+    row = jd.compare_metric("m", jd.metric(base, 0.1, direction), now, "x", "s")
+    assert row.status == status
+
+
+def test_flips_are_one_implementation():
+    f = jd.flips({"2": True, "10": True, "a": False}, {"2": False, "10": False, "a": True, "b": True})
+    assert (f.lost, f.gained, f.missing) == (["2", "10"], ["a"], ["b"])
+    assert jd.flipped({"x": {"correct": True}}, {"x": {"correct": False}}) == (["x"], [])
