@@ -2,7 +2,6 @@
 bytes of methods over a batch × length grid, each as a ratio to ``full`` measured in the same run."""
 from __future__ import annotations
 
-from ..build import parse_method_spec
 from ..errors import KvcheckError
 from ..io import check_output, write_json_atomic
 from ..progress import bar
@@ -10,7 +9,8 @@ from ..progress import bar
 
 def add_arguments(p) -> None:
     p.add_argument("--method", action="append", required=True,
-                   help="method spec name[:key=value,...], e.g. snapkv:compression_ratio=0.5 (repeatable)")
+                   help="method spec name[:key=value,...], e.g. snapkv:r=0.5,w=16; comma-separate or repeat for "
+                        "several (full,snapkv:r=0.5,kivi:b=4)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
     p.add_argument("--length", default="1024", help="comma-separated prompt lengths in tokens (default 1024)")
     p.add_argument("--repeats", type=int, default=5)
@@ -56,7 +56,9 @@ def run(args) -> int:
     from ..bench import measure_point
     from ..model import load_model
 
-    methods = [parse_method_spec(m) for spec in args.method for m in spec.split(";") if m.strip()]
+    from ..methods.spec import parse_list
+
+    methods = [s.build() for s in parse_list(args.method)]
     batches, lengths = _ints(args.batch, "batch"), _ints(args.length, "length")
     if args.repeats < 1 or args.decode_steps < 1:
         raise KvcheckError("--repeats and --decode-steps must be >= 1.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import statistics
 
-from ..build import build_method
 from ..errors import KvcheckError
 from ..io import check_output, write_json_atomic
 from ..progress import bar
@@ -12,9 +11,10 @@ from ..progress import bar
 
 def add_arguments(p) -> None:
     p.add_argument("--method", action="append", required=True,
-                   help="method name (repeat or comma-separate for several); `kvcheck methods` lists them")
-    p.add_argument("--ratio", type=float, help="compression_ratio for eviction methods")
-    p.add_argument("--bits", type=int, help="bits for quantisation methods")
+                   help="method spec name[:key=value,...], e.g. snapkv:r=0.5,w=16; comma-separate or repeat for "
+                        "several (full,snapkv:r=0.5,kivi); `kvcheck methods` lists them with their keys")
+    p.add_argument("--ratio", type=float, help="compression_ratio of every method that has one (snapkv:r=... for one)")
+    p.add_argument("--bits", type=int, help="bits of every method that has them (kivi:b=... for one)")
     p.add_argument("--task", default="passkey",
                    help="a synthetic task (passkey, multikey, kv_retrieval, variable_tracking, fewshot) or a local "
                         "file: longbench:PATH, ruler:PATH")
@@ -31,20 +31,30 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _params(names: list[str], args) -> list[dict]:
-    """--ratio goes to every method with a ``compression_ratio`` field, --bits to every method with a
-    ``bits`` field (``full`` takes neither); a flag that no selected method takes is an error rather
-    than silently ignored."""
+def with_shorthand(specs: list, args) -> list:
+    """--ratio goes into every spec whose method has a ``compression_ratio`` field, --bits into every
+    one with a ``bits`` field (``full`` takes neither); a flag that no selected method takes, or one a
+    spec already sets, is an error rather than silently ignored."""
     import dataclasses
 
     from ..methods import get_method_class
+    from ..methods.spec import MethodSpec, format_value
 
-    fields = [{f.name for f in dataclasses.fields(get_method_class(n))} for n in names]
-    flags = (("--ratio", "compression_ratio", args.ratio), ("--bits", "bits", args.bits))
-    for flag, field, value in flags:
-        if value is not None and not any(field in f for f in fields):
-            raise KvcheckError(f"{flag} does not apply to {', '.join(names)}; drop it or add a method that takes it.")
-    return [{field: value for _, field, value in flags if value is not None and field in f} for f in fields]
+    fields = [{f.name for f in dataclasses.fields(get_method_class(s.name))} for s in specs]
+    out = list(specs)
+    for flag, field, value in (("--ratio", "compression_ratio", args.ratio), ("--bits", "bits", args.bits)):
+        if value is None:
+            continue
+        if not any(field in f for f in fields):
+            raise KvcheckError(f"{flag} does not apply to {', '.join(map(str, specs))}; drop it or add a method "
+                               "that takes it.")
+        for k, spec in enumerate(out):
+            if field not in fields[k]:
+                continue
+            if field in spec.resolved():
+                raise KvcheckError(f"{flag} and {spec} both set {field}; keep one.")
+            out[k] = MethodSpec(spec.name, spec.params + ((field, format_value(value)),))
+    return out
 
 
 def row(method, records) -> dict:
@@ -77,8 +87,9 @@ def run(args) -> int:
     from ..model import load_model
     from ..tasks import parse_task_spec
 
-    names = [n.strip() for spec in args.method for n in spec.split(",") if n.strip()]
-    methods = [build_method(n, **p) for n, p in zip(names, _params(names, args))]  # validate everything before loading
+    from ..methods.spec import parse_list
+
+    methods = [s.build() for s in with_shorthand(parse_list(args.method), args)]  # all checked before loading
     if args.batch_size < 1 or args.samples < 1:
         raise KvcheckError("--samples and --batch-size must be >= 1.")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
