@@ -7,13 +7,12 @@ same sample). Only datasets present for the baseline and every method are used; 
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 from ..errors import KvcheckError
-from ..io import check_output, write_json_atomic
+from ..io import check_output, read_json, write_json_atomic
 from ..metrics.samples import (OTHER_TYPE, RULES, check_rule, check_threshold, id_key, negative_samples,
                                scores_from_eval, task_type_ratios, task_types_from_eval)
 from ..tasks.types import LONGBENCH_TASK_TYPES
@@ -33,15 +32,6 @@ def add_arguments(p) -> None:
     p.add_argument("--rule", choices=RULES, default="seed",
                    help="seed: zero-baseline samples can be negative; strict: they never are")
     p.add_argument("--json", help="write per-dataset negative ids and per-type ratios to this file")
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KvcheckError(f"{path} does not exist; check the path.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KvcheckError(f"{path} is not valid JSON ({exc}); regenerate or remove it.") from None
 
 
 def load_score_file(path: Path) -> tuple[dict[str, float], bool]:

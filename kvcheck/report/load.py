@@ -3,12 +3,12 @@
 baseline folder."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import KvcheckError
+from ..io import read_json
 
 KINDS = {
     "kvcheck-report": "pytest suites/ --kvcheck-report FILE",
@@ -25,17 +25,6 @@ def _opt_num(v) -> bool:
     """None or any number (NaN and infinities included: a report row may hold a NaN metric; the plots
     skip non-finite values and the table prints them)."""
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def read_json(path: Path):
-    if path.is_dir():
-        raise KvcheckError(f"{path} is a folder; pass the JSON files themselves (e.g. {path}/*.json).")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KvcheckError(f"{path} does not exist; check the path.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KvcheckError(f"{path} is not valid JSON ({exc}); regenerate it.") from None
 
 
 def _bad(path, what: str, kind: str) -> KvcheckError:
