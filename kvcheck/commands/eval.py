@@ -7,6 +7,7 @@ import statistics
 from ..errors import KvcheckError
 from ..io import check_output, write_json_atomic
 from ..progress import bar
+from ..tables import Column, number, render
 
 
 def add_arguments(p) -> None:
@@ -72,14 +73,18 @@ def row(method, records) -> dict:
     }
 
 
+COLUMNS = (
+    Column("method", "method", 40),
+    Column("accuracy", "accuracy", 8, ">", number("8.3f")),
+    Column("out_tok", "mean_output_tokens", 7, ">", number("7.1f")),
+    Column("kv/full", "kv_ratio", 7, ">", number("7.3f")),
+    Column("prefill tok/s", "prefill_tok_s", 13, ">", number("13.1f")),
+    Column("decode tok/s", "decode_tok_s", 12, ">", number("12.1f")),
+)
+
+
 def format_rows(rows: list[dict]) -> str:
-    head = f"{'method':40s} {'accuracy':>8s} {'out_tok':>7s} {'kv/full':>7s} {'prefill tok/s':>13s} {'decode tok/s':>12s}"
-    lines = [head, "-" * len(head)]
-    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    for r in rows:
-        lines.append(f"{r['method']:40s} {f(r['accuracy'], '8.3f')} {f(r['mean_output_tokens'], '7.1f')} "
-                     f"{f(r['kv_ratio'], '7.3f')} {f(r['prefill_tok_s'], '13.1f')} {f(r['decode_tok_s'], '12.1f')}")
-    return "\n".join(lines)
+    return "\n".join(render(COLUMNS, rows))
 
 
 def run(args) -> int:
