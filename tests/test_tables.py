@@ -36,8 +36,8 @@ def test_html_twin_escapes_and_marks_left_cells():
 
 def _baseline_layout(rows: list[bl.Row]) -> str:
     """baseline.format_rows rebuilt from columns: metric 34 wide, numbers 10 wide, status last."""
-    status = Column("status", lambda r: r.status if r.direction == "equal" else f"{r.status} ({r.direction} is better)",
-                    gap=2)
+    status = Column("status", gap=2,
+                    get=lambda r: r.status if r.direction == "equal" else f"{r.status} ({r.direction} is better)")
     cols = [Column("metric", "metric", 34), Column("baseline", "baseline", 10, ">", number()),
             Column("now", "now", 10, ">", number()), Column("Δ", "delta", 10, ">", number()),
             Column("tolerance", "tolerance", 10, ">", lambda t: "-" if t is None else f"±{t:.4g}"), status]
