@@ -1,4 +1,5 @@
-"""``kvcheck`` command line: one sub-command per module in ``kvcheck.commands``."""
+"""``kvcheck`` command line: one sub-command per module in ``kvcheck.commands``, imported only when
+that command runs (``kvcheck --help`` imports none of them)."""
 from __future__ import annotations
 
 import argparse
@@ -17,24 +18,44 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(name: str):
+    """The module of one command; a missing one is an error (a broken install), never skipped."""
+    module_name = f"kvcheck.commands.{name}"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise KvcheckError(f"the {name!r} command is not available in this kvcheck install ({module_name} is "
+                           "missing); reinstall kvcheck.") from None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command with its help line; only ``command``'s module is imported, to add its arguments."""
     parser = argparse.ArgumentParser(prog="kvcheck", description="Regression gates for KV-cache compression.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"kvcheck.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"kvcheck.commands.{name}":
-                raise
-            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(p)
-        p.set_defaults(run=module.run)
+        if name == command:
+            module = command_module(name)
+            module.add_arguments(p)
+            p.set_defaults(run=module.run)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The command argument: the first one that is not an option (the top level takes no values)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser(_command_in(argv))
+    except KvcheckError as exc:
+        print(f"kvcheck: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()

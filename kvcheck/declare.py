@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import pytest
 
 from .errors import KvcheckError
-from .methods.base import Method
+
+if TYPE_CHECKING:
+    from .methods.base import Method
 
 
 @dataclass
@@ -25,7 +27,9 @@ class Declared:
     params: list | None
     ids: object
 
-    def build(self) -> list[Method]:
+    def build(self) -> list["Method"]:
+        from .methods.base import Method  # imports torch: only when methods are built
+
         takes_arg = bool(inspect.signature(self.factory).parameters)
         values = self.params if self.params is not None else [None]
         out = []
@@ -59,22 +63,37 @@ def method(params=None, ids=None, name: str | None = None):
     return wrap
 
 
-def declared_methods(select: list[str] | None = None) -> list[tuple[str, Method]]:
-    """(factory name, method) for every declared method, filtered by factory or method name."""
-    out, seen = [], {}
+def declared_methods(select: str | Iterable[str] | None = None) -> list[tuple[str, "Method"]]:
+    """(factory name, method) for every declared method, filtered by ``select``: method specs as
+    :mod:`kvcheck.methods.spec` parses them (one string or several, joined with commas). A bare name
+    selects by factory name, method name or exact method id; ``snapkv:r=0.5`` selects the declared
+    snapkv methods whose compression_ratio is 0.5."""
+    from .methods.spec import parse_list
+
+    if select is not None and not isinstance(select, str):
+        select = ",".join(select)
+    specs = parse_list(select) if select else []
+    out, seen, used = [], {}, set()
     for d in DECLARED.values():
         for m in d.build():
-            if select and d.name not in select and m.name not in select:
+            hits = [s for s in specs if s.matches(m, d.name)]
+            if specs and not hits:
                 continue
+            used.update(hits)
             if m.id in seen:
                 raise KvcheckError(f"method id {m.id!r} is declared twice ({seen[m.id]} and {d.name}); "
                                    "each declared method needs distinct parameters.")
             seen[m.id] = d.name
             out.append((d.name, m))
-    if select:
-        known = {d.name for d in DECLARED.values()} | {m.name for _, m in out}
-        unknown = [s for s in select if s not in known]
-        if unknown:
-            raise KvcheckError(f"--kvcheck-methods names {', '.join(unknown)}, which no @kvcheck.method declares; "
-                               f"declared: {', '.join(sorted(DECLARED))}.")
+    unknown = [s for s in specs if s not in used]
+    if unknown:
+        declared = ", ".join(sorted(DECLARED))
+        bare = [str(s) for s in unknown if not s.params]
+        if bare:
+            raise KvcheckError(f"--kvcheck-methods names {', '.join(bare)}, which no @kvcheck.method declares; "
+                               f"declared: {declared}.")
+        ids = ", ".join(m.id for d in DECLARED.values() for m in d.build()
+                        if any(m.name == s.name or d.name == s.name for s in unknown))
+        raise KvcheckError(f"--kvcheck-methods {', '.join(map(str, unknown))} matches no declared method; "
+                           + (f"declared of that name: {ids}." if ids else f"declared: {declared}."))
     return out

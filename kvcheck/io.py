@@ -1,5 +1,5 @@
 """Atomic writes: a temp file in the same folder, fsync, then ``os.replace`` — a reader (or a crash)
-sees the old file or the new one, never half of either."""
+sees the old file or the new one, never half of either; and the one JSON reader of input files."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,19 @@ from .errors import KvcheckError
 
 def dumps(data) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def read_json(path):
+    """The parsed JSON file at ``path``; a folder, a missing file or bad JSON is a KvcheckError."""
+    path = Path(path)
+    if path.is_dir():
+        raise KvcheckError(f"{path} is a folder; pass the JSON files themselves (e.g. {path}/*.json).")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KvcheckError(f"{path} does not exist; check the path.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KvcheckError(f"{path} is not valid JSON ({exc}); regenerate it, or remove it.") from None
 
 
 def _umask() -> int:

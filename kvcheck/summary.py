@@ -1,26 +1,54 @@
 """The kvcheck table printed once at the end of a pytest session (pure formatting)."""
 from __future__ import annotations
 
+import shlex
 from collections import Counter
+from typing import Sequence
+
+from .tables import Column, number
+from .tables import render as render_table
+
+STATUSES = ("regressed", "missing", "new", "improved", "ok")
 
 
-def _f(v) -> str:
-    return "-" if v is None else f"{v:.4g}"
+def _status(s: str) -> str:
+    return s.upper() if s in ("regressed", "missing") else s
 
 
-def render(rows: list[dict], session) -> list[str]:
-    head = f"{'method':44s} {'suite':11s} {'metric':30s} {'baseline':>9s} {'now':>9s} {'Δ':>9s} {'tol':>8s}  status"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        tol = "-" if r["tolerance"] is None else f"±{r['tolerance']:.3g}"
-        status = r["status"].upper() if r["status"] in ("regressed", "missing") else r["status"]
-        lines.append(f"{r['method'][:44]:44s} {r['suite']:11s} {r['metric'][:30]:30s} {_f(r['baseline']):>9s} "
-                     f"{_f(r['now']):>9s} {_f(r['delta']):>9s} {tol:>8s}  {status}")
+COLUMNS = (
+    Column("method", "method", 44, clip=True),
+    Column("suite", "suite", 11),
+    Column("metric", "metric", 30, clip=True),
+    Column("baseline", "baseline", 9, ">", number()),
+    Column("now", "now", 9, ">", number()),
+    Column("Δ", "delta", 9, ">", number()),
+    Column("tol", "tolerance", 8, ">", lambda t: "-" if t is None else f"±{t:.3g}"),
+    Column("status", "status", fmt=_status, gap=2),
+)
+
+
+def arg_paths(args: Sequence[str]) -> list[str]:
+    """The files and folders of pytest's arguments (node ids cut at ``::``), each once, in order."""
+    return list(dict.fromkeys(str(a).split("::", 1)[0] for a in args if str(a) and not str(a).startswith("-")))
+
+
+def accept_command(paths: Sequence[str] = ()) -> str:
+    """``pytest PATHS --kvcheck-update=all``: the run that accepts this session's changes."""
+    return " ".join(["pytest", *(shlex.quote(p) for p in arg_paths(paths)), "--kvcheck-update=all"])
+
+
+def render(rows: list[dict], session=None, *, paths: Sequence[str] | None = None) -> list[str]:
+    """The table, the counts and, after a regression, how to accept it. ``paths`` are the test paths
+    the accept hint names (default: the session's invocation arguments; ``session`` is accepted for
+    callers of the older signature and read only for that)."""
+    if paths is None:
+        paths = list(getattr(getattr(session, "config", None), "args", None) or [])
+    lines = render_table(COLUMNS, rows)
     counts = Counter(r["status"] for r in rows)
-    lines.append("-" * len(head))
-    lines.append("kvcheck: " + ", ".join(f"{counts[k]} {k}" for k in ("regressed", "missing", "new", "improved", "ok")
-                                         if counts[k]) + f" ({len(rows)} comparisons)")
+    lines.append("-" * len(lines[0]))
+    lines.append("kvcheck: " + ", ".join(f"{counts[k]} {k}" for k in STATUSES if counts[k])
+                 + f" ({len(rows)} comparisons)")
     if counts["regressed"] or counts["missing"]:
-        lines.append("accept intended changes with: pytest suites/ --kvcheck-update=all  (add -k METHOD_ID to narrow), "
+        lines.append(f"accept intended changes with: {accept_command(paths)}  (add -k METHOD_ID to narrow), "
                      "then review `git diff baselines/`")
     return lines

@@ -92,6 +92,26 @@ def test_cli_bad_input(capsys, case):
         assert text in err, err
 
 
+def test_cli_help_lists_every_command_and_imports_none(capsys, monkeypatch):
+    import importlib
+
+    from kvcheck import cli
+
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: pytest.fail(f"imported {name}"))
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.COMMANDS) and "baseline" not in cli.COMMANDS
+
+
+def test_cli_missing_command_module_is_an_error(capsys, monkeypatch):
+    from kvcheck import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "nosuchcommand", "a command whose module is missing")
+    err = cli_error(capsys, "nosuchcommand")
+    assert "'nosuchcommand' command is not available" in err and "kvcheck.commands.nosuchcommand" in err
+
+
 @pytest.mark.skipif(CUDA, reason="a CUDA device is present")
 def test_cli_cuda_without_cuda(capsys):
     assert "CUDA is not available; use --device cpu" in cli_error(capsys, "eval", "--method", "full", "--device", "cuda")

@@ -364,3 +364,65 @@ def test_missing_matplotlib_says_what_to_install(capsys, inputs, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     err = cli_error(capsys, "report", str(inputs / "bench.json"), "--out", str(inputs / "o"))
     assert "pip install matplotlib" in err
+
+
+# ---- structured rows (method_name, params) and the id-parsing fallback for older files -------------
+
+def _acc_row(method_id: str, **extra) -> dict:
+    return {"method": method_id, "suite": "accuracy", "metric": "passkey-L512.accuracy", "baseline": 0.5,
+            "now": 0.75, "delta": 0.25, "tolerance": 0.125, "direction": "higher", "status": "improved", **extra}
+
+
+def test_structured_rows_are_read_not_parsed(tmp_path):
+    """A method whose id states no ratio part: its row's params place it; without them, the id is parsed."""
+    rows = [_acc_row("mypress-v2", method_name="mypress", params={"compression_ratio": 0.25, "window": 16}),
+            _acc_row("myquant-x", method_name="myquant", params={"bits": 4}),
+            _acc_row("full", method_name="full", params={})]
+    path = tmp_path / "new.json"
+    path.write_text(json.dumps({"kind": "kvcheck-report", "model": MODEL, "tier": TIER, "rows": rows}))
+    inputs = rp.load_inputs([path])
+    ref = inputs.ref("mypress-v2")
+    assert ref == rp.MethodRef("mypress-v2", "mypress", {"compression_ratio": 0.25, "window": 16})
+    assert rp.method_kind(ref) == "eviction" and rp.config_key(ref) == "mypress:window=16"
+    data = rp.accuracy_data(inputs)
+    assert data["x"]["mypress-v2"] == (0.25, "id") and data["x"]["myquant-x"] == (0.75, "nominal bits/16")
+    assert data["refs"]["mypress-v2"] == ref
+    assert rp.plot_accuracy(data)
+
+    old = tmp_path / "old.json"  # the same rows as an older kvcheck wrote them
+    old.write_text(json.dumps({"kind": "kvcheck-report", "model": MODEL, "tier": TIER,
+                               "rows": [{k: v for k, v in r.items() if k not in ("method_name", "params")}
+                                        for r in rows]}))
+    legacy_inputs = rp.load_inputs([old])
+    assert legacy_inputs.refs == {} and legacy_inputs.ref("mypress-v2") == "mypress-v2"
+    legacy_data = rp.accuracy_data(legacy_inputs)
+    assert "mypress-v2" not in legacy_data["x"] and any("mypress-v2" in n for n in legacy_data["notes"])
+
+
+@pytest.mark.parametrize("method_id,name,params", [
+    ("snapkv-r0.5-w16-k5-pavg", "snapkv", {"compression_ratio": 0.5, "window": 16, "kernel": 5, "pooling": "avg"}),
+    ("kivi-b2-g64-res32", "kivi", {"bits": 2, "group_size": 64, "residual": 32}),
+    ("fp8-res64", "fp8", {"residual": 64}),
+    ("full", "full", {}),
+])
+def test_structured_and_legacy_agree_on_shipped_ids(method_id, name, params):
+    ref = rp.MethodRef(method_id, name, params)
+    for read in (rp.family, rp.ratio, rp.nominal_kv_ratio, rp.method_kind):
+        assert read(ref) == read(method_id), read
+    assert rp.method_order(ref)[:2] == rp.method_order(method_id)[:2]
+
+
+def test_baseline_keys_with_params_are_structured(inputs):
+    folder = inputs / "baselines" / MODEL / f"{TIER}-{DTYPE}" / "accuracy"
+    doc = json.loads((folder / "full.json").read_text())
+    loaded = rp.load_inputs([inputs / "report.json"])
+    rp.load_baselines(loaded, inputs / "baselines")
+    assert loaded.ref("full") == rp.MethodRef("full", "full", {})
+    assert isinstance(loaded.ref(METHODS[1]), str) and doc["key"]["params"] == {}  # hand-made keys: parsed
+
+
+def test_malformed_structured_row(capsys, tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"kind": "kvcheck-report", "rows": [_acc_row("x", params=[1])]}))
+    err = cli_error(capsys, "report", str(path), "--out", str(tmp_path / "o"))
+    assert "needs a string method_name and an object params" in err

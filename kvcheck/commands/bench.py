@@ -2,15 +2,16 @@
 bytes of methods over a batch × length grid, each as a ratio to ``full`` measured in the same run."""
 from __future__ import annotations
 
-from ..build import parse_method_spec
 from ..errors import KvcheckError
 from ..io import check_output, write_json_atomic
 from ..progress import bar
+from ..tables import Column, number, render
 
 
 def add_arguments(p) -> None:
     p.add_argument("--method", action="append", required=True,
-                   help="method spec name[:key=value,...], e.g. snapkv:compression_ratio=0.5 (repeatable)")
+                   help="method spec name[:key=value,...], e.g. snapkv:r=0.5,w=16; comma-separate or repeat for "
+                        "several (full,snapkv:r=0.5,kivi:b=4)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
     p.add_argument("--length", default="1024", help="comma-separated prompt lengths in tokens (default 1024)")
     p.add_argument("--repeats", type=int, default=5)
@@ -36,15 +37,25 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
+COLUMNS = (
+    Column("method", "method", 40, clip=True),
+    Column("b", "batch", 3, ">"),
+    Column("len", "length", 6, ">"),
+    Column("kv/full", "kv_ratio", 7, ">", ".3f"),
+    Column("prefill×", "prefill_ratio", 8, ">", ".3f"),
+    Column("compress", "compress_share", 8, ">", ".3f"),
+    Column("decode×", "decode_ratio", 7, ">", ".3f"),
+    Column("speedup", "decode_speedup", 7, ">", ".3f"),
+    Column("bound", "decode_bound", 6, ">", ".3f"),
+    Column("TTFT s", "ttft_s", 8, ">", ".3f"),
+    Column("TPOT ms", lambda p: p.tpot_s * 1000, 8, ">", ".2f"),
+    Column("peak×", "peak_mem_ratio", 6, ">", number("6.3f")),
+)
+
+
 def format_points(points) -> str:
-    head = (f"{'method':40s} {'b':>3s} {'len':>6s} {'kv/full':>7s} {'prefill×':>8s} {'compress':>8s} "
-            f"{'decode×':>7s} {'speedup':>7s} {'bound':>6s} {'TTFT s':>8s} {'TPOT ms':>8s} {'peak×':>6s}")
-    lines = [head, "-" * len(head)]
-    for p in points:
-        peak = "-" if p.peak_mem_ratio is None else f"{p.peak_mem_ratio:6.3f}"
-        lines.append(f"{p.method[:40]:40s} {p.batch:3d} {p.length:6d} {p.kv_ratio:7.3f} {p.prefill_ratio:8.3f} "
-                     f"{p.compress_share:8.3f} {p.decode_ratio:7.3f} {p.decode_speedup:7.3f} {p.decode_bound:6.3f} "
-                     f"{p.ttft_s:8.3f} {p.tpot_s * 1000:8.2f} {peak:>6s}")
+    """The header, a rule, one line per point, then a line saying how to read the ratios."""
+    lines = render(COLUMNS, points)
     lines.append("prefill×/decode×: time ratio to full (lower is faster); speedup: full decode step / method's; "
                  "bound: (weights + full KV) / (weights + KV held)")
     return "\n".join(lines)
@@ -56,7 +67,9 @@ def run(args) -> int:
     from ..bench import measure_point
     from ..model import load_model
 
-    methods = [parse_method_spec(m) for spec in args.method for m in spec.split(";") if m.strip()]
+    from ..methods.spec import parse_list
+
+    methods = [s.build() for s in parse_list(args.method)]
     batches, lengths = _ints(args.batch, "batch"), _ints(args.length, "length")
     if args.repeats < 1 or args.decode_steps < 1:
         raise KvcheckError("--repeats and --decode-steps must be >= 1.")

@@ -4,17 +4,18 @@ from __future__ import annotations
 import json
 import statistics
 
-from ..build import build_method
 from ..errors import KvcheckError
 from ..io import check_output, write_json_atomic
 from ..progress import bar
+from ..tables import Column, number, render
 
 
 def add_arguments(p) -> None:
     p.add_argument("--method", action="append", required=True,
-                   help="method name (repeat or comma-separate for several); `kvcheck methods` lists them")
-    p.add_argument("--ratio", type=float, help="compression_ratio for eviction methods")
-    p.add_argument("--bits", type=int, help="bits for quantisation methods")
+                   help="method spec name[:key=value,...], e.g. snapkv:r=0.5,w=16; comma-separate or repeat for "
+                        "several (full,snapkv:r=0.5,kivi); `kvcheck methods` lists them with their keys")
+    p.add_argument("--ratio", type=float, help="compression_ratio of every method that has one (snapkv:r=... for one)")
+    p.add_argument("--bits", type=int, help="bits of every method that has them (kivi:b=... for one)")
     p.add_argument("--task", default="passkey",
                    help="a synthetic task (passkey, multikey, kv_retrieval, variable_tracking, fewshot) or a local "
                         "file: longbench:PATH, ruler:PATH")
@@ -31,20 +32,30 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _params(names: list[str], args) -> list[dict]:
-    """--ratio goes to every method with a ``compression_ratio`` field, --bits to every method with a
-    ``bits`` field (``full`` takes neither); a flag that no selected method takes is an error rather
-    than silently ignored."""
+def with_shorthand(specs: list, args) -> list:
+    """--ratio goes into every spec whose method has a ``compression_ratio`` field, --bits into every
+    one with a ``bits`` field (``full`` takes neither); a flag that no selected method takes, or one a
+    spec already sets, is an error rather than silently ignored."""
     import dataclasses
 
     from ..methods import get_method_class
+    from ..methods.spec import MethodSpec, format_value
 
-    fields = [{f.name for f in dataclasses.fields(get_method_class(n))} for n in names]
-    flags = (("--ratio", "compression_ratio", args.ratio), ("--bits", "bits", args.bits))
-    for flag, field, value in flags:
-        if value is not None and not any(field in f for f in fields):
-            raise KvcheckError(f"{flag} does not apply to {', '.join(names)}; drop it or add a method that takes it.")
-    return [{field: value for _, field, value in flags if value is not None and field in f} for f in fields]
+    fields = [{f.name for f in dataclasses.fields(get_method_class(s.name))} for s in specs]
+    out = list(specs)
+    for flag, field, value in (("--ratio", "compression_ratio", args.ratio), ("--bits", "bits", args.bits)):
+        if value is None:
+            continue
+        if not any(field in f for f in fields):
+            raise KvcheckError(f"{flag} does not apply to {', '.join(map(str, specs))}; drop it or add a method "
+                               "that takes it.")
+        for k, spec in enumerate(out):
+            if field not in fields[k]:
+                continue
+            if field in spec.resolved():
+                raise KvcheckError(f"{flag} and {spec} both set {field}; keep one.")
+            out[k] = MethodSpec(spec.name, spec.params + ((field, format_value(value)),))
+    return out
 
 
 def row(method, records) -> dict:
@@ -62,14 +73,18 @@ def row(method, records) -> dict:
     }
 
 
+COLUMNS = (
+    Column("method", "method", 40),
+    Column("accuracy", "accuracy", 8, ">", number("8.3f")),
+    Column("out_tok", "mean_output_tokens", 7, ">", number("7.1f")),
+    Column("kv/full", "kv_ratio", 7, ">", number("7.3f")),
+    Column("prefill tok/s", "prefill_tok_s", 13, ">", number("13.1f")),
+    Column("decode tok/s", "decode_tok_s", 12, ">", number("12.1f")),
+)
+
+
 def format_rows(rows: list[dict]) -> str:
-    head = f"{'method':40s} {'accuracy':>8s} {'out_tok':>7s} {'kv/full':>7s} {'prefill tok/s':>13s} {'decode tok/s':>12s}"
-    lines = [head, "-" * len(head)]
-    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    for r in rows:
-        lines.append(f"{r['method']:40s} {f(r['accuracy'], '8.3f')} {f(r['mean_output_tokens'], '7.1f')} "
-                     f"{f(r['kv_ratio'], '7.3f')} {f(r['prefill_tok_s'], '13.1f')} {f(r['decode_tok_s'], '12.1f')}")
-    return "\n".join(lines)
+    return "\n".join(render(COLUMNS, rows))
 
 
 def run(args) -> int:
@@ -77,8 +92,9 @@ def run(args) -> int:
     from ..model import load_model
     from ..tasks import parse_task_spec
 
-    names = [n.strip() for spec in args.method for n in spec.split(",") if n.strip()]
-    methods = [build_method(n, **p) for n, p in zip(names, _params(names, args))]  # validate everything before loading
+    from ..methods.spec import parse_list
+
+    methods = [s.build() for s in with_shorthand(parse_list(args.method), args)]  # all checked before loading
     if args.batch_size < 1 or args.samples < 1:
         raise KvcheckError("--samples and --batch-size must be >= 1.")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:

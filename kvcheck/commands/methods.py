@@ -1,21 +1,35 @@
-"""``kvcheck methods``: the registry, with every parameter and its default."""
+"""``kvcheck methods``: the registry, each method as a spec with its defaults (a line ``--method``,
+``kvcheck bench --method`` and ``--kvcheck-methods`` accept as written), its short form and what it does."""
 from __future__ import annotations
 
-import dataclasses
-
-from ..methods import REGISTRY
+import sys
 
 
 def add_arguments(parser) -> None:
     pass
 
 
+def describe(cls) -> list[str]:
+    """The lines printed for one method class: the spec with every default, the short form and the
+    first line of the method's module docstring."""
+    from ..methods.spec import MethodSpec
+
+    spec = MethodSpec.of(cls())
+    lines = [str(spec)]
+    if spec.params:
+        lines.append(f"    short: {spec.short()}")
+    doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+    if doc:
+        lines.append(f"    {doc[0]}")
+    return lines
+
+
 def run(args) -> int:
+    from ..methods import REGISTRY
+    from ..methods.spec import GRAMMAR
+
+    print(f"method spec: {GRAMMAR}; keys are the field names below or their shorts")
     for name in sorted(REGISTRY):
-        cls = REGISTRY[name]
-        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
-        doc = (cls.__module__ and __import__(cls.__module__, fromlist=["x"]).__doc__ or "").strip().splitlines()
-        print(f"{name:16s} {params}")
-        if doc:
-            print(f"{'':16s} {doc[0]}")
+        for line in describe(REGISTRY[name]):
+            print(line)
     return 0

@@ -7,15 +7,15 @@ same sample). Only datasets present for the baseline and every method are used; 
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 from ..errors import KvcheckError
-from ..io import check_output, write_json_atomic
+from ..io import check_output, read_json, write_json_atomic
 from ..metrics.samples import (OTHER_TYPE, RULES, check_rule, check_threshold, id_key, negative_samples,
                                scores_from_eval, task_type_ratios, task_types_from_eval)
+from ..tables import Column, render
 from ..tasks.types import LONGBENCH_TASK_TYPES
 
 SUFFIX = "_eval.json"
@@ -33,15 +33,6 @@ def add_arguments(p) -> None:
     p.add_argument("--rule", choices=RULES, default="seed",
                    help="seed: zero-baseline samples can be negative; strict: they never are")
     p.add_argument("--json", help="write per-dataset negative ids and per-type ratios to this file")
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KvcheckError(f"{path} does not exist; check the path.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KvcheckError(f"{path} is not valid JSON ({exc}); regenerate or remove it.") from None
 
 
 def load_score_file(path: Path) -> tuple[dict[str, float], bool]:
@@ -142,18 +133,31 @@ def analyse(tables: dict, baseline: str, methods: list[str], threshold: float, r
     return {"datasets": datasets, "task_types": task_type_ratios(per, types)}
 
 
+def _ratio(r) -> str:
+    return "-" if r is None else f"{r:.3f}"
+
+
+TYPE_COLUMNS = (
+    Column("task type", lambda kv: kv[0], 16),
+    Column("candidates", lambda kv: kv[1]["candidates"], 10, ">", "d"),
+    Column("negatives", lambda kv: kv[1]["negative"], 9, ">", "d"),
+    Column("ratio", lambda kv: kv[1]["ratio"], 6, ">", _ratio),
+)
+DATASET_COLUMNS = (
+    Column("dataset", lambda kv: kv[0], 22),
+    Column("task type", lambda kv: kv[1]["task_type"], 16),
+    Column("candidates", lambda kv: kv[1]["candidates"], 10, ">", "d"),
+    Column("negatives", lambda kv: kv[1]["negatives"], 9, ">", "d"),
+    Column("ratio", lambda kv: kv[1]["ratio"], 6, ">", _ratio),
+)
+
+
 def format_tables(result: dict) -> str:
-    f = lambda r: "-" if r is None else f"{r:.3f}"  # noqa: E731
-    head = f"{'task type':16s} {'candidates':>10s} {'negatives':>9s} {'ratio':>6s}"
-    lines = [head, "-" * len(head)]
-    lines += [f"{t:16s} {v['candidates']:10d} {v['negative']:9d} {f(v['ratio']):>6s}"
-              for t, v in result["task_types"].items()]
+    """Negatives per task type, then per dataset (grouped by task type)."""
     order = {t: k for k, t in enumerate(result["task_types"])}
-    head = f"{'dataset':22s} {'task type':16s} {'candidates':>10s} {'negatives':>9s} {'ratio':>6s}"
-    lines += ["", head, "-" * len(head)]
-    lines += [f"{ds:22s} {v['task_type']:16s} {v['candidates']:10d} {v['negatives']:9d} {f(v['ratio']):>6s}"
-              for ds, v in sorted(result["datasets"].items(), key=lambda kv: (order[kv[1]["task_type"]], kv[0]))]
-    return "\n".join(lines)
+    datasets = sorted(result["datasets"].items(), key=lambda kv: (order[kv[1]["task_type"]], kv[0]))
+    return "\n".join(render(TYPE_COLUMNS, result["task_types"].items()) + [""]
+                     + render(DATASET_COLUMNS, datasets))
 
 
 def run(args) -> int:

@@ -27,16 +27,17 @@ The page has four plots and a table:
 Modules: ``load`` reads and checks the inputs; ``shape`` turns them into the data of each figure
 (pure: dicts and lists in, dicts and lists out); ``plots`` draws one figure per function, through
 ``canvas`` (matplotlib imported lazily, Agg canvas only, no pyplot, no global backend change);
-``html`` writes the page; ``build`` ties them together; ``ids`` parses method ids and holds the
-styles every figure shares.
+``html`` writes the page; ``build`` ties them together; ``ids`` reads methods (the ``method_name`` and
+``params`` of report rows, or, for older files, ids through ``legacy``) and holds the styles every
+figure shares.
 """
 from __future__ import annotations
 
 from .build import Result, build_report
 from .canvas import kde, require_matplotlib
 from .html import CAPTIONS, EMPTY, PLOTS, PNG_NAMES, render_html, summary_html
-from .ids import (FAMILY_COLOURS, REFERENCE, config_key, family, method_kind, method_order, nominal_kv_ratio, ratio,
-                  styles, task_order)
+from .ids import (FAMILY_COLOURS, REFERENCE, MethodRef, config_key, family, method_kind, method_order,
+                  nominal_kv_ratio, ratio, styles, task_order)
 from .load import KINDS, Inputs, check_doc, load_baselines, load_inputs, read_json
 from .plots import plot_accuracy, plot_drift, plot_flips, plot_throughput, throughput_panels
 from .shape import (BOTH_RIGHT, BOTH_WRONG, CORRECT_AT, GAINED, LOST, NO_DATA, ONLY_RIGHT, ONLY_WRONG, STATUS_ORDER,
@@ -44,6 +45,7 @@ from .shape import (BOTH_RIGHT, BOTH_WRONG, CORRECT_AT, GAINED, LOST, NO_DATA, O
 
 __all__ = [
     "BOTH_RIGHT", "BOTH_WRONG", "CAPTIONS", "CORRECT_AT", "EMPTY", "FAMILY_COLOURS", "GAINED", "KINDS", "LOST",
+    "MethodRef",
     "NO_DATA", "ONLY_RIGHT", "ONLY_WRONG", "PLOTS", "PNG_NAMES", "REFERENCE", "STATUS_ORDER", "Inputs", "Result",
     "accuracy_data", "build_report", "check_doc", "config_key", "drift_data", "family", "flip_data", "kde",
     "load_baselines", "load_inputs", "measured_kv_ratios", "method_kind", "method_order", "nominal_kv_ratio",

@@ -6,6 +6,8 @@ import base64
 import datetime
 import html
 
+from ..tables import Column, number
+from ..tables import render_html as html_table
 from .load import Inputs
 from .shape import STATUS_ORDER
 
@@ -55,24 +57,25 @@ nav a{margin-right:14px}
 """
 
 
-def _num_cell(v) -> str:
-    return "-" if v is None else f"{v:.4g}"
+def _status(s: str) -> str:
+    return s.upper() if s in ("regressed", "missing") else s
+
+
+COLUMNS = (
+    Column("method", "method"),
+    Column("suite", "suite"),
+    Column("metric", "metric"),
+    Column("baseline", "baseline", align=">", fmt=number()),
+    Column("now", "now", align=">", fmt=number()),
+    Column("Δ", "delta", align=">", fmt=number()),
+    Column("tolerance", "tolerance", align=">", fmt=lambda t: "-" if t is None else f"±{t:.3g}"),
+    Column("direction", lambda r: str(r.get("direction", "")), align=">"),
+    Column("status", "status", align=">", fmt=_status),
+)
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("<tr><th>method</th><th>suite</th><th>metric</th><th>baseline</th><th>now</th><th>Δ</th>"
-            "<th>tolerance</th><th>direction</th><th>status</th></tr>")
-    body = []
-    for r in rows:
-        tol = "-" if r.get("tolerance") is None else f"±{r['tolerance']:.3g}"
-        cls = html.escape(r["status"])
-        status = r["status"].upper() if r["status"] in ("regressed", "missing") else r["status"]
-        body.append(f"<tr class='{cls}'><td class='l'>{html.escape(r['method'])}</td><td class='l'>"
-                    f"{html.escape(r['suite'])}</td><td class='l'>{html.escape(r['metric'])}</td>"
-                    f"<td>{_num_cell(r.get('baseline'))}</td><td>{_num_cell(r.get('now'))}</td>"
-                    f"<td>{_num_cell(r.get('delta'))}</td><td>{tol}</td><td>{html.escape(str(r.get('direction', '')))}"
-                    f"</td><td>{html.escape(status)}</td></tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+    return html_table(COLUMNS, rows, row_class=lambda r: r["status"])
 
 
 def summary_html(rows: list[dict]) -> str:

@@ -1,58 +1,89 @@
-"""Method ids as the report reads them (family, eviction ratio, nominal bits), their order, and one
-plotting style per method that every figure shares."""
+"""Methods as the report reads them (family, eviction ratio, nominal bits), their order, and one
+plotting style per method that every figure shares. A method is a :class:`MethodRef` from a row's
+``method_name``/``params`` when the input has them, else its id string, read by :mod:`.legacy`."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Mapping, Union
+
+from . import legacy
 
 REFERENCE = "full"
 
-_RATIO_PART = re.compile(r"^r(\d+(?:\.\d+)?)$")
-_BITS_PART = re.compile(r"^b(\d+)$")
-_FP_FAMILY = re.compile(r"^fp(\d+)$")
+
+@dataclass(frozen=True)
+class MethodRef:
+    """A method as a report row records it: its id, its name and its parameters (field → value)."""
+
+    id: str
+    name: str
+    params: Mapping = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> "MethodRef | None":
+        """The structured method of a row or baseline key that carries ``method_name``/``params``."""
+        name, params = row.get("method_name"), row.get("params")
+        method_id = row.get("method_id", row.get("method"))
+        if isinstance(name, str) and isinstance(params, dict) and isinstance(method_id, str):
+            return cls(method_id, name, dict(params))
+        return None
 
 
-def family(method_id: str) -> str:
-    """The method's name: the id up to its first ``-`` (``snapkv-r0.5-w16`` → ``snapkv``)."""
-    return method_id.split("-", 1)[0]
+Method = Union[str, MethodRef]
 
 
-def ratio(method_id: str) -> float | None:
-    """The eviction compression ratio in the id (``-r0.5`` → 0.5), or None for other methods."""
-    for part in method_id.split("-")[1:]:
-        m = _RATIO_PART.match(part)
-        if m:
-            return float(m.group(1))
-    return None
+def _value(v) -> str:
+    return "none" if v is None else repr(v) if isinstance(v, float) else str(v)
 
 
-def config_key(method_id: str) -> str:
-    """The id without its ratio part: the methods that make one line of the accuracy plot."""
-    parts = method_id.split("-")
-    return "-".join([parts[0]] + [p for p in parts[1:] if not _RATIO_PART.match(p)])
+def _id(m: Method) -> str:
+    return m.id if isinstance(m, MethodRef) else m
 
 
-def nominal_kv_ratio(method_id: str) -> float | None:
-    """bits / 16 from a ``-b<bits>`` part or an ``fp<bits>`` name; None when the id names no bits."""
-    fam = _FP_FAMILY.match(family(method_id))
-    if fam:
-        return int(fam.group(1)) / 16
-    for part in method_id.split("-")[1:]:
-        m = _BITS_PART.match(part)
-        if m:
-            return int(m.group(1)) / 16
-    return None
+def family(m: Method) -> str:
+    """The method's name (``snapkv-r0.5-w16`` → ``snapkv``)."""
+    return m.name if isinstance(m, MethodRef) else legacy.name_of(m)
 
 
-def method_kind(method_id: str) -> str:
-    if method_id == REFERENCE:
+def ratio(m: Method) -> float | None:
+    """The eviction compression ratio (0.5), or None for other methods."""
+    if isinstance(m, MethodRef):
+        r = m.params.get("compression_ratio")
+        return float(r) if isinstance(r, (int, float)) and not isinstance(r, bool) else None
+    return legacy.ratio_of(m)
+
+
+def config_key(m: Method) -> str:
+    """The method without its ratio: the methods that make one line of the accuracy plot. From a
+    structured row it is written in the method grammar (``snapkv:window=16,kernel=5,pooling=avg``)."""
+    if isinstance(m, MethodRef):
+        rest = [f"{k}={_value(v)}" for k, v in m.params.items() if k != "compression_ratio"]
+        return m.name + (":" + ",".join(rest) if rest else "")
+    return legacy.config_of(m)
+
+
+def nominal_kv_ratio(m: Method) -> float | None:
+    """bits / 16 from the method's bits (or an ``fp<bits>`` name); None when it states no bits."""
+    if isinstance(m, MethodRef):
+        bits = m.params.get("bits", m.params.get("nbits"))
+        if not (isinstance(bits, int) and not isinstance(bits, bool)):
+            bits = legacy.name_bits(m.name)
+    else:
+        bits = legacy.bits_of(m)
+    return None if bits is None else bits / 16
+
+
+def method_kind(m: Method) -> str:
+    if _id(m) == REFERENCE:
         return "full"
-    return "eviction" if ratio(method_id) is not None else "other"
+    return "eviction" if ratio(m) is not None else "other"
 
 
-def method_order(method_id: str) -> tuple:
+def method_order(m: Method) -> tuple:
     """Full first, then eviction methods by name and ratio, then the rest by name."""
-    kind = {"full": 0, "eviction": 1, "other": 2}[method_kind(method_id)]
-    return (kind, family(method_id), config_key(method_id), ratio(method_id) or 0.0, method_id)
+    kind = {"full": 0, "eviction": 1, "other": 2}[method_kind(m)]
+    return (kind, family(m), config_key(m), ratio(m) or 0.0, _id(m))
 
 
 # One colour per method family, the same in every plot and every report; red and grey are kept for
@@ -68,22 +99,24 @@ _LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "v", "P", "X", "<", ">"]
 
 
-def styles(method_ids) -> dict[str, dict]:
+def styles(method_ids, refs: Mapping[str, MethodRef] | None = None) -> dict[str, dict]:
     """``{id: {"colour", "linestyle", "marker"}}``: colour by family; variants of one family differ by
-    line style and marker, in :func:`method_order`."""
-    ids = sorted(set(method_ids), key=method_order)
-    unknown = sorted({family(m) for m in ids} - set(FAMILY_COLOURS))
+    line style and marker, in :func:`method_order`. ``refs`` gives the structured method of an id."""
+    refs = refs or {}
+    ref = lambda m: refs.get(m, m)  # noqa: E731
+    ids = sorted(set(method_ids), key=lambda m: method_order(ref(m)))
+    unknown = sorted({family(ref(m)) for m in ids} - set(FAMILY_COLOURS))
     colours = dict(FAMILY_COLOURS)
     colours.update({f: _SPARE_COLOURS[k % len(_SPARE_COLOURS)] for k, f in enumerate(unknown)})
     seen: dict[str, int] = {}
     out = {}
     for m in ids:
-        k = seen.get(family(m), 0)
-        seen[family(m)] = k + 1
-        out[m] = {"colour": colours[family(m)], "linestyle": _LINESTYLES[k % len(_LINESTYLES)],
+        fam = family(ref(m))
+        k = seen.get(fam, 0)
+        seen[fam] = k + 1
+        out[m] = {"colour": colours[fam], "linestyle": _LINESTYLES[k % len(_LINESTYLES)],
                   "marker": MARKERS[k % len(MARKERS)]}
     return out
-
 
 
 def task_order(task: str) -> tuple:

@@ -3,12 +3,13 @@
 baseline folder."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import KvcheckError
+from ..io import read_json
+from .ids import MethodRef
 
 KINDS = {
     "kvcheck-report": "pytest suites/ --kvcheck-report FILE",
@@ -25,17 +26,6 @@ def _opt_num(v) -> bool:
     """None or any number (NaN and infinities included: a report row may hold a NaN metric; the plots
     skip non-finite values and the table prints them)."""
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def read_json(path: Path):
-    if path.is_dir():
-        raise KvcheckError(f"{path} is a folder; pass the JSON files themselves (e.g. {path}/*.json).")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KvcheckError(f"{path} does not exist; check the path.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise KvcheckError(f"{path} is not valid JSON ({exc}); regenerate it.") from None
 
 
 def _bad(path, what: str, kind: str) -> KvcheckError:
@@ -59,6 +49,9 @@ def check_doc(path, doc) -> str:
                     and all(_opt_num(r.get(f)) for f in ("baseline", "now", "delta", "tolerance"))):
                 raise _bad(path, f"row {k} needs string method/suite/metric/status and numeric or null "
                                  "baseline/now/delta/tolerance", kind)
+            if ("method_name" in r and not isinstance(r["method_name"], str)) or \
+                    ("params" in r and not isinstance(r["params"], dict)):
+                raise _bad(path, f"row {k} needs a string method_name and an object params", kind)
     elif kind == "kvcheck-eval":
         if not isinstance(doc.get("task"), str) or not is_num(doc.get("length")):
             raise _bad(path, "it needs a string 'task' and a numeric 'length'", kind)
@@ -100,9 +93,17 @@ class Inputs:
     drift_samples: dict = field(default_factory=dict)  # method id → {sample id: baseline record}
     accuracy_metrics: dict = field(default_factory=dict)  # method id → {metric: value} from accuracy baselines
     baselines_dir: str | None = None
+    refs: dict = field(default_factory=dict)  # method id → MethodRef, from rows and keys that carry them
 
     def of(self, kind: str) -> list:
         return [(p, d) for p, k, d in self.docs if k == kind]
+
+    def ref(self, method_id: str):
+        """The structured method of an id when an input recorded it, else the id (read by ``legacy``)."""
+        return self.refs.get(method_id, method_id)
+
+    def refs_of(self, method_ids) -> dict:
+        return {m: self.refs[m] for m in method_ids if m in self.refs}
 
 
 def load_inputs(paths) -> Inputs:
@@ -112,7 +113,12 @@ def load_inputs(paths) -> Inputs:
     inputs = Inputs()
     for p in paths:
         doc = read_json(Path(p))
-        inputs.docs.append((str(p), check_doc(p, doc), doc))
+        kind = check_doc(p, doc)
+        inputs.docs.append((str(p), kind, doc))
+        for r in doc.get("rows", []) if kind == "kvcheck-report" else []:
+            ref = MethodRef.from_row(r)
+            if ref is not None:
+                inputs.refs[ref.id] = ref
     return inputs
 
 
@@ -152,7 +158,11 @@ def load_baselines(inputs: Inputs, folder) -> None:
         if samples is not None and not (isinstance(samples, dict)
                                         and all(isinstance(s, dict) for s in samples.values())):
             raise bl.BaselineError(f"baseline {f}: 'samples' must map ids to records; restore it from version control.")
-        method_id = data["key"].get("method_id") or f.stem
+        key = data["key"]
+        method_id = key.get("method_id") or f.stem
+        name, params = key.get("method"), key.get("params")
+        if isinstance(name, str) and isinstance(params, dict) and (params or method_id == name):
+            inputs.refs.setdefault(method_id, MethodRef(method_id, name, dict(params)))
         if f.parent.name == "accuracy":
             inputs.accuracy_samples[method_id] = samples or {}
             inputs.accuracy_metrics[method_id] = {n: m["value"] for n, m in data["metrics"].items()

@@ -18,14 +18,16 @@ def plot_accuracy(data: dict) -> bytes | None:
         return None
     from matplotlib.lines import Line2D
 
-    st = styles(data["x"])
+    refs = data.get("refs", {})
+    ref = lambda m: refs.get(m, m)  # noqa: E731
+    st = styles(data["x"], refs)
     n = len(tasks)
     cols = 2 if n == 4 else min(3, n)
     rows = math.ceil(n / cols)
     fig = figure(max(10.0, 4.6 * cols + 2.8), 3.6 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     handles: dict[str, object] = {}
-    ordered = sorted(data["x"], key=method_order)
+    ordered = sorted(data["x"], key=lambda m: method_order(ref(m)))
     for ax, (task, per) in zip(axes.flat, tasks.items()):
         per = {m: per[m] for m in ordered if m in per}
         ax.set_title(task, fontsize=11)
@@ -37,19 +39,20 @@ def plot_accuracy(data: dict) -> bytes | None:
                                                                 marker="*", markersize=10))
         lines: dict[str, list] = {}
         for m, v in per.items():
-            if m in data["x"] and method_kind(m) == "eviction":
-                lines.setdefault(config_key(m), []).append((data["x"][m][0], v["accuracy"], m))
-        line_ids = sorted(lines, key=lambda k: method_order(lines[k][0][2]))
-        line_st = styles([k + "-r0" for k in line_ids])
+            if m in data["x"] and method_kind(ref(m)) == "eviction":
+                lines.setdefault(config_key(ref(m)), []).append((data["x"][m][0], v["accuracy"], m))
+        line_ids = sorted(lines, key=lambda k: method_order(ref(lines[k][0][2])))
+        first = {k: lines[k][0][2] for k in line_ids}  # one member styles its whole line
+        member_st = styles(first.values(), refs)
         for key in line_ids:
             pts = sorted(lines[key])
-            s = line_st[key + "-r0"]
+            s = member_st[first[key]]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=s["colour"], linestyle=s["linestyle"],
                     marker=s["marker"], markersize=7, linewidth=2, alpha=0.85, zorder=3)
             handles.setdefault(f"{key} (eviction)", Line2D([], [], color=s["colour"], linestyle=s["linestyle"],
                                                            marker=s["marker"], linewidth=2))
         for m, v in per.items():
-            if m in data["x"] and method_kind(m) == "other":
+            if m in data["x"] and method_kind(ref(m)) == "other":
                 x, source = data["x"][m]
                 s = st[m]
                 hollow = source != "measured kv_ratio"
@@ -97,7 +100,8 @@ def plot_drift(data: dict) -> bytes | None:
         return None
     panels = list(sources.items()) or [("report median diff% (no per-request data)", None)]
     every = [m for _, per in panels if per for m in per] or list(data["medians"])
-    st = styles(every)
+    refs = data.get("refs", {})
+    st = styles(every, refs)
     n_rows = max(len(per) if per else len(data["medians"]) for _, per in panels)
     cols = min(2, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -105,7 +109,7 @@ def plot_drift(data: dict) -> bytes | None:
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (title, per) in zip(axes.flat, panels):
         if per is None:  # medians only: one dot per method
-            ms = sorted(data["medians"], key=method_order, reverse=True)
+            ms = sorted(data["medians"], key=lambda m: method_order(refs.get(m, m)), reverse=True)
             vals = [data["medians"][m] for m in ms]
             lo, hi = min(vals + [0.0]), max(vals + [0.0])
             pad = max(5.0, 0.1 * (hi - lo))
@@ -116,7 +120,7 @@ def plot_drift(data: dict) -> bytes | None:
             ax.set_yticks(range(len(ms)), ms, fontsize=8)
             ax.set_ylim(-0.7, len(ms) - 0.3)
         else:
-            ms = sorted(per, key=method_order, reverse=True)
+            ms = sorted(per, key=lambda m: method_order(refs.get(m, m)), reverse=True)
             allv = [v for m in ms for v in per[m]]
             lo, hi = min(allv + [0.0]), max(allv + [0.0])
             pad = max(5.0, 0.12 * (hi - lo))
@@ -194,7 +198,7 @@ def plot_throughput(data: dict) -> bytes | None:
     panels = throughput_panels(data)
     if not panels:
         return None
-    st = styles(data["methods"])
+    st = styles(data["methods"], data.get("refs"))
     if len(data["points"]) == 1:
         return _throughput_bars(data, panels, st)
     from matplotlib.lines import Line2D

@@ -55,21 +55,24 @@ def accuracy_data(inputs: Inputs) -> dict:
                                                           "regressed": False}
     kv = measured_kv_ratios(inputs)
     xs, notes = {}, []
-    for m in sorted({m for t in tasks.values() for m in t}, key=method_order):
-        kind = method_kind(m)
+    every = {m for t in tasks.values() for m in t}
+    for m in sorted(every, key=lambda m: method_order(inputs.ref(m))):
+        ref = inputs.ref(m)
+        kind = method_kind(ref)
         if kind == "full":
             xs[m] = (0.0, "reference")
         elif kind == "eviction":
-            xs[m] = (ratio(m), "id")
+            xs[m] = (ratio(ref), "id")
         elif m in kv:
             xs[m] = (1.0 - kv[m], "measured kv_ratio")
-        elif nominal_kv_ratio(m) is not None:
-            xs[m] = (1.0 - nominal_kv_ratio(m), "nominal bits/16")
+        elif nominal_kv_ratio(ref) is not None:
+            xs[m] = (1.0 - nominal_kv_ratio(ref), "nominal bits/16")
             notes.append(f"{m}: no measured kv_ratio in the inputs; placed at its nominal 1 − bits/16 = "
                          f"{xs[m][0]:.3g}")
         else:
             notes.append(f"{m}: no compression ratio in its id and no measured kv_ratio; left out of the accuracy plot")
-    return {"tasks": {t: tasks[t] for t in sorted(tasks, key=task_order)}, "x": xs, "notes": notes}
+    return {"tasks": {t: tasks[t] for t in sorted(tasks, key=task_order)}, "x": xs, "notes": notes,
+            "refs": inputs.refs_of(every)}
 
 
 def _diff_pct(full_len, method_len) -> float | None:
@@ -121,7 +124,8 @@ def drift_data(inputs: Inputs) -> dict:
             if r["suite"] == "drift" and r["metric"] == "median_diff_pct" and is_num(r.get("now")) \
                     and r["method"] != REFERENCE:
                 medians[r["method"]] = r["now"]
-    return {"sources": sources, "medians": medians, "notes": notes}
+    every = set(medians) | {m for per in sources.values() for m in per}
+    return {"sources": sources, "medians": medians, "notes": notes, "refs": inputs.refs_of(every)}
 
 
 def throughput_data(inputs: Inputs) -> dict:
@@ -144,7 +148,8 @@ def throughput_data(inputs: Inputs) -> dict:
             for name in ("prefill_ratio", "decode_ratio", "kv_ratio", "decode_bound", "compress_share"):
                 put(p["method"], p["batch"], p["length"], name, p.get(name))
     points = sorted({pt for per in methods.values() for pt in per})
-    return {"points": points, "methods": {m: methods[m] for m in sorted(methods, key=method_order)}}
+    ordered = sorted(methods, key=lambda m: method_order(inputs.ref(m)))
+    return {"points": points, "methods": {m: methods[m] for m in ordered}, "refs": inputs.refs_of(methods)}
 
 
 def task_of(sample_id: str) -> str:
@@ -177,7 +182,7 @@ def flip_data(inputs: Inputs) -> dict:
                     correct.setdefault(m, {})[str(r["id"])] = r["score"] >= CORRECT_AT
     correct = {m: v for m, v in correct.items() if v}
     ref = correct.get(REFERENCE)
-    methods = [m for m in sorted(correct, key=method_order) if m != REFERENCE]
+    methods = [m for m in sorted(correct, key=lambda m: method_order(inputs.ref(m))) if m != REFERENCE]
     samples = sorted({i for m in ([REFERENCE] if ref else []) + methods for i in correct[m]}, key=_sample_order)
     cells, counts = [], {}
     for m in methods:
@@ -202,7 +207,8 @@ def flip_data(inputs: Inputs) -> dict:
                 gained += 1
         cells.append(row)
         counts[m] = (lost, gained)
-    return {"samples": samples, "methods": methods, "cells": cells, "reference": ref is not None, "counts": counts}
+    return {"samples": samples, "methods": methods, "cells": cells, "reference": ref is not None, "counts": counts,
+            "refs": inputs.refs_of(methods)}
 
 
 STATUS_ORDER = {"regressed": 0, "missing": 1, "new": 2, "improved": 3, "ok": 4}
@@ -211,6 +217,6 @@ STATUS_ORDER = {"regressed": 0, "missing": 1, "new": 2, "improved": 3, "ok": 4}
 def summary_rows(inputs: Inputs) -> list[dict]:
     """Every report row, regressions first."""
     rows = [r for _, d in inputs.of("kvcheck-report") for r in d["rows"]]
-    return sorted(rows, key=lambda r: (STATUS_ORDER.get(r["status"], 9), r["suite"], method_order(r["method"]),
-                                       task_order(r["metric"])))
+    return sorted(rows, key=lambda r: (STATUS_ORDER.get(r["status"], 9), r["suite"],
+                                       method_order(inputs.ref(r["method"])), task_order(r["metric"])))
 
