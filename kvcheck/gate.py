@@ -148,7 +148,7 @@ def check_negatives(session):
     except BaselineError as exc:
         return neg.Verdict("regressed", [], [], f"kvcheck: {exc}")
     datasets = neg.negatives(scores, t, rule)
-    verdict = neg.judge(stored, methods, datasets, t, rule, scores)
+    verdict = neg.judge(stored, methods, datasets, t, rule, scores, " ".join(sorted(session.score_paths)) or "TESTS")
     count = len(neg.all_negatives(datasets))
     before = None if stored is None else stored["metrics"]["negative_count"]["value"]
     session.rows.append(Row("(every compressed method)", "accuracy", "negative_samples", before, count,

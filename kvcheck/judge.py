@@ -15,6 +15,8 @@ import math
 from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from .tables import Column, number, render
+
 
 def id_key(i) -> tuple:
     """Sort key: numeric ids in numeric order, then the rest as text."""
@@ -116,18 +118,19 @@ def flipped(baseline_samples: Mapping, now_samples: Mapping) -> tuple[list[str],
     return f.lost, f.gained
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4g}"
+ROW_COLUMNS = (
+    Column("metric", "metric", 34),
+    Column("baseline", "baseline", 10, ">", number()),
+    Column("now", "now", 10, ">", number()),
+    Column("Δ", "delta", 10, ">", number()),
+    Column("tolerance", "tolerance", 10, ">", lambda t: "-" if t is None else f"±{t:.4g}"),
+    Column("status", lambda r: r.status if r.direction == "equal" else f"{r.status} ({r.direction} is better)", gap=2),
+)
 
 
 def format_rows(rows: list[Row]) -> str:
-    lines = [f"  {'metric':34s} {'baseline':>10s} {'now':>10s} {'Δ':>10s} {'tolerance':>10s}  status"]
-    for r in rows:
-        tol = "-" if r.tolerance is None else f"±{r.tolerance:.4g}"
-        better = f" ({r.direction} is better)" if r.direction != "equal" else ""
-        lines.append(f"  {r.metric:34s} {_fmt(r.baseline):>10s} {_fmt(r.now):>10s} {_fmt(r.delta):>10s} "
-                     f"{tol:>10s}  {r.status}{better}")
-    return "\n".join(lines)
+    """The rows of a failure message."""
+    return "\n".join(render(ROW_COLUMNS, rows, indent="  ", rule=None))
 
 
 # ---- verdicts --------------------------------------------------------------------------------------

@@ -62,8 +62,9 @@ class Verdict:
 
 
 def judge(stored: dict | None, methods: list[str], datasets: dict[str, dict], threshold: float,
-          rule: str, scores: dict[str, dict[str, float]]) -> Verdict:
-    """Compare this run's negative samples with the stored file's (``None``: none stored)."""
+          rule: str, scores: dict[str, dict[str, float]], tests: str = "TESTS") -> Verdict:
+    """Compare this run's negative samples with the stored file's (``None``: none stored); ``tests``
+    names the accuracy test files in the accept hint."""
     now = all_negatives(datasets)
     if stored is None:
         return Verdict("new", now, [], f"no stored negative-sample set; {len(now)} negatives now")
@@ -86,7 +87,7 @@ def judge(stored: dict | None, methods: list[str], datasets: dict[str, dict], th
             lines.append(f"    {sid}: full {scores[REFERENCE][sid]:g}; {per}")
         if len(added) > 8:
             lines.append(f"    … and {len(added) - 8} more")
-        lines.append("  if intended, accept with: pytest suites/test_accuracy.py --kvcheck-negatives --kvcheck-update=all")
+        lines.append(f"  if intended, accept with: pytest {tests} --kvcheck-negatives --kvcheck-update=all")
         return Verdict("regressed", added, removed, "\n".join(lines))
     if removed:
         return Verdict("improved", [], removed, f"negative samples shrank from {len(before)} to {len(now)}")

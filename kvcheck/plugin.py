@@ -18,7 +18,8 @@ _KEY = pytest.StashKey["KvcheckSession"]()
 def pytest_addoption(parser):
     g = parser.getgroup("kvcheck", "KV-cache compression gates")
     g.addoption("--kvcheck-model", help="local Hugging Face model folder (default: embedded SmolLM2-135M-Instruct)")
-    g.addoption("--kvcheck-methods", help="comma-separated declared methods to run (factory or method names)")
+    g.addoption("--kvcheck-methods", help="declared methods to run: factory or method names, specs like snapkv:r=0.5, "
+                                          "or exact ids, comma-separated")
     g.addoption("--kvcheck-tier", help="smoke | ci | full: how many samples and lengths (default ci)")
     g.addoption("--kvcheck-update", nargs="?", const="all", choices=UPDATE_MODES,
                 help="write baselines: new (missing only), all (rewrite what ran, perf kept), perf (this machine's perf)")
@@ -71,7 +72,7 @@ class KvcheckSession:
         self.model_path = _opt(config, "kvcheck_model")
         self.model_name = DEFAULT_MODEL if not self.model_path else Path(self.model_path).name
         methods = _opt(config, "kvcheck_methods")
-        self.select = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        self.select = methods or None  # method specs (kvcheck.methods.spec): names, name:key=value, ids
         root = _opt(config, "kvcheck_baseline_dir") or "baselines"
         self.baseline_dir = Path(root) if os.path.isabs(root) else Path(config.rootpath) / root
         self.store = BaselineStore(self.baseline_dir)
@@ -106,6 +107,7 @@ class KvcheckSession:
                                     "in a writable folder.")
         self.rows: list[dict] = []
         self.test_paths: set[str] = set()  # the test files that produced rows (for the accept hint)
+        self.score_paths: set[str] = set()  # those that fed the negative-sample gate
         self._device = self._lm = self._runner = None
 
     def resolve(self) -> None:
@@ -331,6 +333,7 @@ class _RowCollector:
             for name, value in report.user_properties:
                 if name == "kvcheck_scores":
                     self.session.sample_scores.setdefault(value["method"], {}).update(value["scores"])
+                    self.session.score_paths.add(report.nodeid.split("::")[0])
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -351,7 +354,7 @@ def pytest_sessionfinish(session, exitstatus):
         from .io import write_json_atomic
 
         write_json_atomic(s.report_path, {"kind": "kvcheck-report", "model": s.model_name, "tier": s.tier.name,
-                                          "machine": s.machine_key, "rows": s.rows})
+                                          "machine": s.machine_key, "paths": sorted(s.test_paths), "rows": s.rows})
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -363,7 +366,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
     terminalreporter.section("kvcheck")
     rows = sorted(s.rows, key=lambda r: (status_order(r["status"]), r["method"], r["suite"], r["metric"]))
-    for line in render(rows, s):
+    for line in render(rows, paths=sorted(s.test_paths)):
         terminalreporter.line(line)
     v = s.negatives_verdict
     if v is not None:

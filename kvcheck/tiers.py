@@ -1,7 +1,7 @@
 """How much each suite runs per tier. ``ci`` is the default and what CI runs."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,6 @@ class Tier:
     throughput_grid: tuple  # (batch, prompt tokens) points
     repeats: int  # timed repeats per point (median taken)
     batch_size: int = 8
-    extra: dict = field(default_factory=dict)
 
 
 TIERS = {

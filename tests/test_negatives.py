@@ -109,6 +109,7 @@ def test_negative_sample_gate_end_to_end(pytester):
     r.assert_outcomes(passed=3)  # each method is within its own allowance: only the set-level gate catches it
     assert "negative samples grew from 1 to 2" in out and "passkey-L512-s0-001: full 1;" in out
     assert "negative_samples" in out and "REGRESSED" in out
+    assert "accept with: pytest test_acc.py --kvcheck-negatives --kvcheck-update=all" in out  # the user's own file
     assert stored.read_text() == before  # nothing written without an update
 
     r = _run(pytester, "-k", "full or r0.5", plant="1")

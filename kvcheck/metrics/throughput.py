@@ -4,10 +4,6 @@ from __future__ import annotations
 import statistics
 
 
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
 def spread(xs: list[float]) -> float:
     """Relative spread of repeats: (max − min) / median."""
     m = statistics.median(xs)

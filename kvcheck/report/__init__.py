@@ -2,7 +2,7 @@
 
 Inputs, any mix of::
 
-    kvcheck-report   pytest suites/ --kvcheck-report FILE     comparison rows of every suite
+    kvcheck-report   pytest --kvcheck-report FILE             comparison rows of every suite
     kvcheck-eval     kvcheck eval --json FILE                 accuracy rows + per-sample records
     kvcheck-bench    kvcheck bench --json FILE                throughput points (ratios to full)
 

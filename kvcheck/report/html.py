@@ -8,7 +8,8 @@ import html
 
 from ..tables import Column, number
 from ..tables import render_html as html_table
-from .load import Inputs
+from ..summary import accept_command
+from .load import Inputs, report_paths
 from .shape import STATUS_ORDER
 
 PLOTS = ("accuracy", "drift", "throughput", "flips")
@@ -78,17 +79,18 @@ def _table(rows: list[dict]) -> str:
     return html_table(COLUMNS, rows, row_class=lambda r: r["status"])
 
 
-def summary_html(rows: list[dict]) -> str:
+def summary_html(rows: list[dict], paths=()) -> str:
+    """The regression table; ``paths`` are the test files the rows came from (named in the accept hint)."""
     if not rows:
         return ("<p class='empty'>No comparison rows: the regression table needs a file written by "
-                "pytest suites/ --kvcheck-report FILE.</p>")
+                "pytest --kvcheck-report FILE.</p>")
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
     bad = [r for r in rows if r["status"] in ("regressed", "missing")]
     parts = ["<p class='counts'>" + "".join(f"<span><b>{c}</b> {s}</span>" for s, c in counts.items() if c) +
              f"<span>({len(rows)} comparisons)</span></p>"]
     if bad:
         parts.append(_table(bad))
-        parts.append("<p class='caption'>Accept intended changes with <code>pytest suites/ --kvcheck-update=all"
+        parts.append(f"<p class='caption'>Accept intended changes with <code>{html.escape(accept_command(paths))}"
                      "</code> (add <code>-k METHOD_ID</code> to narrow), then review <code>git diff baselines/</code>."
                      "</p>")
     else:
@@ -123,6 +125,6 @@ def render_html(inputs: Inputs, pngs: dict[str, bytes | None], rows: list[dict],
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>kvcheck report</title>"
             f"<style>{_CSS}</style></head><body><h1>kvcheck report</h1><p class='meta'>written {when}</p>"
             f"<ul class='meta'>{''.join(meta)}</ul><nav>{nav}</nav>"
-            f"<section id='regressions'><h2>Regressions</h2>{summary_html(rows)}</section>"
+            f"<section id='regressions'><h2>Regressions</h2>{summary_html(rows, report_paths(inputs))}</section>"
             f"{''.join(sections)}{note_html}</body></html>\n")
 

@@ -12,7 +12,7 @@ from ..io import read_json
 from .ids import MethodRef
 
 KINDS = {
-    "kvcheck-report": "pytest suites/ --kvcheck-report FILE",
+    "kvcheck-report": "pytest --kvcheck-report FILE",
     "kvcheck-eval": "kvcheck eval --json FILE",
     "kvcheck-bench": "kvcheck bench --json FILE",
 }
@@ -170,3 +170,7 @@ def load_baselines(inputs: Inputs, folder) -> None:
         else:
             inputs.drift_samples[method_id] = samples or {}
 
+
+def report_paths(inputs: Inputs) -> list[str]:
+    """The test files the ``--kvcheck-report`` inputs' rows came from (recorded since kvcheck 0.1)."""
+    return sorted({p for _, d in inputs.of("kvcheck-report") for p in d.get("paths", [])})
