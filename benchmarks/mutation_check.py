@@ -58,7 +58,7 @@ class Mutant:
 
 MUTANTS = [
     Mutant("off-by-one-window", "snapkv's observation window shifted one query back (drops the last query)",
-           "kvcheck/methods/base.py",
+           "kvcheck/layer_api.py",
            "q = self.queries[:, :, -window:]",
            "q = self.queries[:, :, -window - 1:-1]",
            "snapkv-r0.5-w16-k5-pavg"),
@@ -111,7 +111,7 @@ MUTANTS = [
            "    def _score(self, inputs: ScoreInputs) -> torch.Tensor:\n        t = inputs.keys.shape[2]",
            "snapkv-r0.5-w16-k5-pavg", perf=True),
     Mutant("masked-not-freed", "eviction masks the evicted slots at prefill but keeps them in memory",
-           "kvcheck/cache.py",
+           "kvcheck/cache/eviction.py",
            "self.select(scores, self.budget, int(self.budget.max()))",
            "self.select(scores, self.budget, self.keys.shape[2])",
            "knorm-r0.75"),

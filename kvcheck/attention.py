@@ -13,6 +13,8 @@ import functools
 
 import torch
 
+from .layer_api import CACHE_KWARG
+
 _registered = False
 
 
@@ -43,7 +45,7 @@ def attend(module, query, key, value, mask, scaling) -> torch.Tensor:
 
 
 def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    cache = kwargs.get("kvcheck_cache")
+    cache = kwargs.get(CACHE_KWARG)
     if cache is None:  # driven by plain transformers: ordinary causal SDPA
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .cache import CompressedCache
+from .layer_api import CACHE_KWARG
 from .errors import KvcheckError
 from .tasks.base import Sample, chat_ids
 
@@ -95,8 +96,8 @@ def cache_arg(model) -> str:
 
 def forward(model, ids, positions, valid, cache, logits_to_keep=1):
     cache.begin(positions, valid)
-    out = model(input_ids=ids, position_ids=positions, use_cache=True, kvcheck_cache=cache,
-                logits_to_keep=logits_to_keep, **{cache_arg(model): cache})
+    out = model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=logits_to_keep,
+                **{CACHE_KWARG: cache, cache_arg(model): cache})
     return out.logits
 
 

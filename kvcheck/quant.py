@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 SCALE_DTYPE = torch.float16
+SLACK = 2.0 ** -20  # float32 rounding allowance, relative to the magnitudes involved
 
 
 @dataclass
@@ -34,6 +35,23 @@ class QTensor:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero))
+
+    def cat(self, other: "QTensor") -> "QTensor":
+        """Append ``other`` along the token axis (axis 2 of ``[batch, heads, tokens, dim]``)."""
+        if (self.bits, self.axis, self.group_size) != (other.bits, other.axis, other.group_size) or other.lead_pad:
+            raise ValueError("cannot concatenate QTensors with different layouts (or a partial group after the first)")
+        groups_dim = -1 if self.axis == 2 else 2  # tokens grouped → groups are the scales' last axis
+        shape = list(self.shape)
+        shape[2] += other.shape[2]
+        return QTensor(torch.cat([self.codes, other.codes], dim=2), torch.cat([self.scale, other.scale], dim=groups_dim),
+                       torch.cat([self.zero, other.zero], dim=groups_dim), self.bits, self.axis, self.group_size,
+                       tuple(shape), self.lead_pad)
+
+    def error_bound(self, x: torch.Tensor) -> torch.Tensor:
+        """Half of the group's stored step, ``scale/2 + 2⁻²⁰·(|x| + |zero| + scale)`` per entry of ``x``
+        (the tensor quantised; the second term is float32 rounding)."""
+        scale, zero = per_entry(self.scale, self), per_entry(self.zero, self)
+        return scale / 2 + SLACK * (x.abs() + zero.abs() + scale)
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -134,17 +152,12 @@ def step_size(q: QTensor) -> torch.Tensor:
     return q.scale.float()
 
 
-def cat(a: QTensor | None, b: QTensor) -> QTensor:
-    """Append ``b`` after ``a`` along the token axis (axis 2 of ``[batch, heads, tokens, dim]``)."""
-    if a is None:
-        return b
-    if not isinstance(a, QTensor):  # another codec's packed tensor (e.g. fp8) appends itself
-        return a.cat(b)
-    if (a.bits, a.axis, a.group_size) != (b.bits, b.axis, b.group_size) or b.lead_pad:
-        raise ValueError("cannot concatenate QTensors with different layouts (or a partial group after the first)")
-    groups_dim = -1 if a.axis == 2 else 2  # tokens grouped → groups are the scales' last axis
-    shape = list(a.shape)
-    shape[2] += b.shape[2]
-    return QTensor(torch.cat([a.codes, b.codes], dim=2), torch.cat([a.scale, b.scale], dim=groups_dim),
-                   torch.cat([a.zero, b.zero], dim=groups_dim), a.bits, a.axis, a.group_size, tuple(shape),
-                   a.lead_pad)
+def per_entry(t: torch.Tensor, q: QTensor) -> torch.Tensor:
+    """A per-group tensor of ``q`` (scale or zero) spread to every entry, in the unpacked layout."""
+    return t.float().repeat_interleave(q.group_size, dim=-1)[..., q.lead_pad:].movedim(-1, q.axis)
+
+
+def cat(a, b):
+    """Append packed block ``b`` after ``a`` (None: nothing yet) along the token axis: any codec's
+    packed tensor (a :class:`kvcheck.layer_api.Packed`) appends itself."""
+    return b if a is None else a.cat(b)

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from . import strategies as kst
 from .attention import kvcheck_attention
-from .cache import CompressedCache, QuantLayer
-from .methods import QuantMethod
+from .cache import CompressedCache
+from .layer_api import CACHE_KWARG
 
 TIE = 1e-5  # relative score gap under which float rounding may decide a ranking
 
@@ -38,7 +38,7 @@ def fields(method) -> set[str]:
 def head_dims(method) -> st.SearchStrategy[int]:
     """Head dims the method accepts (``int`` needs its group size to divide head_dim)."""
     group = getattr(method, "group_size", None)
-    if isinstance(method, QuantMethod) and hasattr(method, "group") and group:
+    if method.capabilities.kind == "quant" and hasattr(method, "group") and group:
         return st.sampled_from([d for d in kst.HEAD_DIMS if d % min(group, d) == 0])
     return st.sampled_from(kst.HEAD_DIMS)
 
@@ -142,11 +142,9 @@ class Call:
 
 
 def _slot_masks(layer, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """valid / positions ``[b, heads, slots]`` of every slot the layer holds."""
-    if isinstance(layer, QuantLayer):
-        b, n = layer.valid.shape
-        return layer.valid[:, None].expand(b, heads, n).clone(), layer.positions[:, None].expand(b, heads, n).clone()
-    return layer.valid.clone(), layer.positions.clone()
+    """valid / positions ``[b, heads, slots]`` of every slot the layer holds (copies)."""
+    valid, positions = layer.slot_masks(heads)
+    return valid.clone(), positions.clone()
 
 
 def record_cuts(layer, gaps: list[float]) -> None:
@@ -198,7 +196,7 @@ def drive(sc: Scenario, gaps: list[float] | None = None) -> tuple[object, list[C
         cache.begin(pos, valid)
         keys, values = cache.update(k, v, sc.layer_idx)
         key_valid, key_pos = _slot_masks(layer, keys.shape[1])
-        out, _ = kvcheck_attention(module, q, keys, values, None, scaling=b.scaling, kvcheck_cache=cache)
+        out, _ = kvcheck_attention(module, q, keys, values, None, scaling=b.scaling, **{CACHE_KWARG: cache})
         calls.append(Call(q, pos, valid.bool(), keys.clone(), values.clone(), key_valid, key_pos, out))
     return layer, calls
 
@@ -206,13 +204,8 @@ def drive(sc: Scenario, gaps: list[float] | None = None) -> tuple[object, list[C
 def held(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the layer holds now, as attention would read it: keys, values ``[b, h, n, d]`` (dequantised
     for quantised slots), valid and positions ``[b, h, n]``."""
-    if isinstance(layer, QuantLayer):
-        keys, values = layer.keys, layer.values
-        if layer.qk is not None:
-            keys = torch.cat([layer.method.dequantize(layer.qk, keys.dtype), keys], dim=2)
-            values = torch.cat([layer.method.dequantize(layer.qv, values.dtype), values], dim=2)
-        return (keys, values) + _slot_masks(layer, keys.shape[1])
-    return layer.keys, layer.values, layer.valid, layer.positions
+    slots = layer.held()
+    return slots.keys, slots.values, slots.valid, slots.positions
 
 
 def kept_positions(layer, row: int) -> list[list[int]]:

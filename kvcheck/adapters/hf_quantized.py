@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..cache import _Layer, visibility
+from ..cache import SharedSlots
 from ..errors import KvcheckError
 from ..methods.base import Method
 
@@ -90,7 +90,7 @@ def tensor_bytes(obj, float_bytes: int | None = None) -> int:
     return obj.numel() * size
 
 
-class HFQuantizedLayer(_Layer):
+class HFQuantizedLayer(SharedSlots):
     """Delegates storage to transformers' quantised layer ``inner``; keeps ``positions`` / ``valid``
     ``[b, slots]`` (the same for every head) for the attention mask, in the order ``inner`` returns
     its states (quantised part, residual, new tokens: positional order)."""
@@ -98,28 +98,17 @@ class HFQuantizedLayer(_Layer):
     def __init__(self, method, layer_idx: int, n_layers: int):
         super().__init__(method, layer_idx, n_layers)
         self.inner = method.make_inner()
-        self.valid = self.positions = None
 
     def update(self, key_states, value_states, positions=None, valid=None, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-            self.positions, self.valid, self.kv_heads = positions, valid, key_states.shape[1]
-        else:
-            self.positions = torch.cat([self.positions, positions], dim=1)
-            self.valid = torch.cat([self.valid, valid], dim=1)
+        self.append_slots(positions, valid, key_states.shape[1])
         return self.inner.update(key_states, value_states)
 
     def get_seq_length(self) -> int:
         return 0 if self.valid is None else self.valid.shape[1]
 
-    def mask(self, q_pos, q_valid):
-        return visibility(self.valid[:, None], self.positions[:, None], q_pos, q_valid)
-
-    def after_forward(self, queries: torch.Tensor, scaling: float) -> None:
-        self.prefilled = True  # transformers' layer quantises inside update
-
-    def kept_counts(self) -> torch.Tensor:
-        return self.valid.sum(dim=-1)[:, None].expand(self.valid.shape[0], self.kv_heads)
+    # after_forward: SlotLayer's (mark prefilled); transformers' layer quantises inside update
 
     def nbytes(self, float_bytes: int | None = None) -> int:
         inner = self.inner
@@ -134,7 +123,6 @@ class HFQuantized(Method):
     residual 128, axes 0); fp8 takes none of them."""
 
     name = "hf_quantized"
-    acts_on_decode = True
 
     backend: str = field(default="quanto", metadata={"short": "be"})
     nbits: int | None = field(default=None, metadata={"short": "b"})

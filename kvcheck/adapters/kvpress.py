@@ -48,7 +48,7 @@ from types import SimpleNamespace
 import torch
 
 from ..errors import KvcheckError
-from ..methods.base import EvictionMethod, ScoreInputs, _fmt, check_ratio
+from ..methods.base import EvictionMethod, ScoreInputs, check_ratio, format_value
 
 INSTALL_HINT = 'pip install "kvcheck[kvpress]" (kvpress pins transformers<5.3; see benchmarks/kvpress_env.sh)'
 
@@ -124,7 +124,7 @@ class KvpressMethod(EvictionMethod):
         """``kvpress-<press>-<field><value>…``, e.g. ``kvpress-snapkv-r0.5-window_size64-kernel_size5``."""
         parts = [self.name, self.press_name]
         for k, v in press_params(self.press).items():
-            parts.append(f"{'r' if k == 'compression_ratio' else k}{_fmt(v)}")
+            parts.append(f"{'r' if k == 'compression_ratio' else k}{format_value(v)}")
         return "-".join(parts)
 
     def params(self) -> dict:

@@ -35,12 +35,16 @@ class FP8Tensor:
         """Append ``other`` along the token axis (what ``quant.cat`` calls)."""
         return FP8Tensor(torch.cat([self.codes, other.codes], dim=2), torch.cat([self.scale, other.scale], dim=2))
 
+    def error_bound(self, x: torch.Tensor) -> torch.Tensor:
+        """``2⁻⁴·|x| + 2⁻¹⁰·s + 2⁻²⁰·|x|`` (e4m3 has 3 mantissa bits, per-token scale s): half an e4m3
+        ulp of x/s, half the subnormal spacing 2⁻⁹, float32 rounding."""
+        return 2.0 ** -4 * x.abs() + 2.0 ** -10 * self.scale.float() + quant.SLACK * x.abs()
+
 
 @register
 @dataclass(frozen=True)
 class FP8(QuantMethod):
     name = "fp8"
-    acts_on_decode = True
     block: ClassVar[int] = 1
 
     residual: int = field(default=0, metadata={"short": "res"})
@@ -64,6 +68,10 @@ class FP8(QuantMethod):
 
     def dequantize(self, packed: FP8Tensor, dtype: torch.dtype) -> torch.Tensor:
         return e4m3_to_float(packed.codes).mul_(packed.scale.float()).to(dtype)
+
+    def quantized_nbytes(self, batch: int, heads: int, tokens: int, head_dim: int) -> int:
+        """head_dim + 2 bytes per token, head and tensor."""
+        return 2 * batch * heads * tokens * (head_dim + 2)
 
 
 @functools.lru_cache(maxsize=None)

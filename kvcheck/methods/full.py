@@ -12,8 +12,8 @@ class Full(Method):
     """Keeps every key and value at full precision (a plain growing cache)."""
 
     name = "full"
+    layer_kind = "full"
 
-    def make_layer(self, layer_idx: int, n_layers: int):
-        from ..cache import EvictionLayer
-
-        return EvictionLayer(None, layer_idx, n_layers)
+    def stated_nbytes(self, shape, lengths: list[int], layer_idx: int, n_layers: int, elt: int) -> int:
+        """Keys + values of every slot of the padded batch."""
+        return 2 * shape.batch * shape.kv_heads * shape.seq * shape.head_dim * elt

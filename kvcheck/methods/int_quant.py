@@ -23,7 +23,6 @@ from .base import QuantMethod, check_int, register
 @dataclass(frozen=True)
 class IntQuant(QuantMethod):
     name = "int"
-    acts_on_decode = True
     supported_bits = (4, 8)
     block: ClassVar[int] = 1  # tokens quantised together (groups run along channels)
 
@@ -53,3 +52,8 @@ class IntQuant(QuantMethod):
 
     def dequantize(self, packed: quant.QTensor, dtype: torch.dtype) -> torch.Tensor:
         return quant.dequantize(packed, dtype)
+
+    def quantized_nbytes(self, batch: int, heads: int, tokens: int, head_dim: int) -> int:
+        """head_dim × bits/8 + 4 × head_dim/group per token, head and tensor."""
+        d = head_dim
+        return 2 * batch * heads * tokens * (d * self.bits // 8 + 4 * d // min(self.group_size, d))

@@ -10,6 +10,7 @@ Codes are bit-packed; scales and zero-points are float16.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,6 @@ from .base import QuantMethod, check_int, register
 @dataclass(frozen=True)
 class KIVI(QuantMethod):
     name = "kivi"
-    acts_on_decode = True
     supported_bits = (2, 4)
 
     bits: int = field(default=2, metadata={"short": "b"})
@@ -50,3 +50,11 @@ class KIVI(QuantMethod):
 
     def dequantize(self, packed: quant.QTensor, dtype: torch.dtype) -> torch.Tensor:
         return quant.dequantize(packed, dtype)
+
+    def quantized_nbytes(self, batch: int, heads: int, tokens: int, head_dim: int) -> int:
+        """bits/8 bytes per code; fp16 (scale, zero) per group of ``group_size`` tokens (keys, per
+        channel) and per group of channels (values)."""
+        b, h, nq, d, g = batch, heads, tokens, head_dim, self.group_size
+        gv = g if d % g == 0 and g <= d else d
+        return (2 * b * h * nq * d * self.bits // 8 + 4 * b * h * d * math.ceil(nq / g)
+                + 4 * b * h * nq * (d // gv))

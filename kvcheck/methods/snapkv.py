@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import KvcheckError
+from ..layer_api import KeepPromise
 from .base import EvictionMethod, ScoreInputs, check_int, register
 
 
@@ -35,6 +36,9 @@ class SnapKV(EvictionMethod):
             raise KvcheckError(f"snapkv: kernel must be odd (centred pooling), got {self.kernel}.")
         if self.pooling not in ("avg", "max"):
             raise KvcheckError(f"snapkv: pooling must be 'avg' or 'max', got {self.pooling!r}.")
+
+    def promises(self) -> KeepPromise:
+        return KeepPromise(window=self.window)  # the observation window
 
     def score(self, inputs: ScoreInputs) -> torch.Tensor:
         t = inputs.keys.shape[2]

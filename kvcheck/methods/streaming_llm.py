@@ -12,20 +12,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import EvictionMethod, ScoreInputs, check_int, register
+from ..layer_api import HeldSlots, KeepPromise, SlotState
+from .base import DecodeEviction, ScoreInputs, check_int, register
 
 
 @register
 @dataclass(frozen=True)
-class StreamingLLM(EvictionMethod):
+class StreamingLLM(DecodeEviction):
     name = "streaming_llm"
-    acts_on_decode = True
 
     sinks: int = field(default=4, metadata={"short": "s"})
 
     def __post_init__(self):
         super().__post_init__()
         check_int(self.sinks, "sinks", 0)
+
+    def promises(self) -> KeepPromise:
+        """The sinks, and, once the prompt holds them all, exactly the sinks plus the newest tokens."""
+        return KeepPromise(sinks=self.sinks, exact=True)
 
     def _rank(self, positions: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """Recency as score; sinks (the first ``sinks`` real tokens) rank above everything."""
@@ -39,5 +43,5 @@ class StreamingLLM(EvictionMethod):
         scores = self._rank(inputs.positions, first)  # positions start at 0 on the first real token
         return scores[:, None, :].expand(b, h, -1)
 
-    def decode_scores(self, state, queries, scaling) -> torch.Tensor:
-        return self._rank(state.positions, torch.zeros_like(state.positions[..., :1]))
+    def decode_scores(self, held: HeldSlots, queries, scaling, state: SlotState) -> torch.Tensor:
+        return self._rank(held.positions, torch.zeros_like(held.positions[..., :1]))
