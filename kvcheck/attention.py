@@ -66,8 +66,6 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     if cache.captured_queries is not None:
         cache.captured_queries[module.layer_idx] = query
     if cache.time_compression:
-        from .engine import sync
-
         sync(query.device)
         t0 = cache.clock()
         layer.after_forward(query, scaling)
@@ -88,3 +86,9 @@ def register() -> None:
 
     AttentionInterface.register("kvcheck", kvcheck_attention)
     _registered = True
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .attention import sync  # noqa: F401  (engine.sync: the benchmarks call it)
 from .cache import CompressedCache
 from .layer_api import CACHE_KWARG
 from .errors import KvcheckError
@@ -39,11 +40,6 @@ class Record:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def encode(tokenizer, sample: Sample) -> list[int]:

@@ -1,59 +1,40 @@
-"""Hypothesis profiles for the property suites, and the tiny model they run on.
+"""The KV-cache compression methods kvcheck gates in this repository.
 
-Pick a profile with ``--hypothesis-profile NAME``; without it, ``ci`` when the ``CI`` environment
-variable is set (to anything but ``""``, ``0`` or ``false``), else ``dev``:
+Every method declared here with ``@kvcheck.method`` runs through every kvcheck suite in this folder
+(fidelity, accuracy, length drift, throughput, and the property suites) against the baselines in
+``baselines/``. ``full``, the uncompressed cache, is the reference the suites compare with: keep it.
 
-- ``dev``: few examples, for the edit-run loop; failures are kept in the local example database
-  (``.hypothesis/``) and replayed first on the next run.
-- ``ci``: derandomized (the same examples on every run and machine), no example database, the
-  reproduce blob printed on failure (paste it into ``@reproduce_failure``). It replaces hypothesis'
-  own ``ci`` profile, to set the example count.
-- ``nightly``: many examples, fresh randomness every run.
-
-No profile has a deadline or the too-slow health check: runners are shared and noisy, and speed is
-the throughput suite's business. Each property asks for a share of the profile's ``max_examples``
-(``share`` in the test files), so one number scales the whole suite.
+Written by ``kvcheck init``; this file is yours to edit (``kvcheck init --check`` checks only that it
+still imports kvcheck's fixtures).
 """
-from __future__ import annotations
-
-import os
-
-import pytest
-import torch
-from hypothesis import HealthCheck, settings
-
-_BASE = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", settings.get_profile("default"), max_examples=5, **_BASE)
-settings.register_profile("ci", settings.get_profile("default"), max_examples=6, derandomize=True, database=None,
-                          print_blob=True, **_BASE)
-settings.register_profile("nightly", settings.get_profile("default"), max_examples=200, **_BASE)
+import kvcheck
+from kvcheck.methods import Full
+from kvcheck.suites.fixtures import *  # noqa: F401,F403  (hypothesis profiles, tiny_lm, one_thread)
 
 
-def default_profile() -> str:
-    return "ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev"
+@kvcheck.method()
+def full():
+    return Full()
 
 
-def pytest_configure(config):
-    # Always load explicitly: when this file is imported after hypothesis' plugin has configured (it
-    # is not an initial conftest, e.g. `pytest .`), `--hypothesis-profile ci` has already loaded
-    # hypothesis' own "ci" (and `dev` / `nightly` are unknown there: pass suites/ or no path, which
-    # makes this file an initial conftest through `testpaths`); loading the name again picks ours.
-    settings.load_profile(config.getoption("hypothesis_profile", default=None) or default_profile())
-
-
-@pytest.fixture(scope="session")
-def tiny_lm():
-    """A tiny random Llama (3 layers, 4 query / 2 KV heads, head_dim 16) with kvcheck attention, built
-    once per session: properties check mechanics, not accuracy, so they never load the real model."""
-    from kvcheck.tiny_model import make_tiny
-
-    return make_tiny()
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tensors this small only lose to thread hand-offs (badly on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Your method, declared at the settings you ship. An eviction method scores tokens (the cache keeps
+# the best-scored ``1 - compression_ratio`` of them per KV head); a quantisation method subclasses
+# kvcheck.methods.QuantMethod. One file per method in your own package is the usual layout.
+#
+# from dataclasses import dataclass
+#
+# from kvcheck.methods import EvictionMethod, register
+#
+#
+# @register
+# @dataclass(frozen=True)
+# class MyPress(EvictionMethod):
+#     name = "my_press"
+#
+#     def score(self, inputs):  # [batch, kv_heads, seq]: higher is kept
+#         return -inputs.keys.norm(dim=-1)
+#
+#
+# @kvcheck.method(params=[0.5], ids=lambda r: f"r{r}")
+# def my_press(ratio):
+#     return MyPress(compression_ratio=ratio)

@@ -10,14 +10,14 @@ PKG = Path(__file__).resolve().parents[1] / "kvcheck"
 
 # lowest first; a module is placed by the longest prefix listed
 LAYERS = [
-    ["errors", "defaults", "io", "tables", "tiers"],
+    ["errors", "defaults", "io", "tables", "tiers", "progress"],
     ["judge"],
     ["store", "baseline"],
     ["layer_api", "quant"],
-    ["methods"],
+    ["methods", "build"],
     ["cache", "attention", "adapters"],
+    ["tasks", "metrics", "negatives"],  # prompts in, scores out: pure, below the engine that runs them
     ["model", "machine", "engine", "bench", "tiny_model"],
-    ["metrics", "tasks", "negatives"],
     ["strategies", "scenarios", "oracles"],
     ["suites", "runner"],
     ["gate"],
@@ -73,6 +73,8 @@ def imports(path: Path, mod: str) -> set[str]:
 def graph() -> dict[str, set[str]]:
     g = {}
     for path in sorted(PKG.rglob("*.py")):
+        if "templates" in path.relative_to(PKG).parts:  # files kvcheck init writes, not modules
+            continue
         mod = "__init__" if path == PKG / "__init__.py" else module_name(path)
         g[mod] = {m for m in imports(path, mod) if m}
     return g

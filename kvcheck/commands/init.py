@@ -36,21 +36,26 @@ def add_arguments(p) -> None:
 
 
 def suite_tests(module: str) -> list[str]:
-    """The test functions a shipped suite module defines (read from its source: nothing is imported)."""
+    """The test functions a shipped suite module defines, and its ``pytestmark`` (marks that apply
+    to the whole module must be imported too), read from its source: nothing is imported."""
     spec = importlib.util.find_spec(f"kvcheck.suites.{module}")
     if spec is None or spec.origin is None:
         raise KvcheckError(f"kvcheck.suites.{module} is missing from this installation; reinstall kvcheck.")
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+    marks = [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+             if isinstance(t, ast.Name) and t.id == "pytestmark"]
+    return marks + [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
 
 
 def suite_file(module: str) -> str:
-    names = ", ".join(suite_tests(module))
+    names = ", ".join(suite_tests(module)) + "  # noqa: F401"
+    if len(names) > 70:
+        names = "(  # noqa: F401\n" + "".join(f"    {n},\n" for n in suite_tests(module)) + ")"
     title = module.replace("_", " ")
     return (f'"""kvcheck\'s {title} suite, over the methods declared in conftest.py.\n\n'
             f"Written by `kvcheck init`; do not edit. The tests live in the kvcheck package\n"
             f'(kvcheck.suites.{module}); `kvcheck init --check` says whether this file is current."""\n'
-            f"from kvcheck.suites.{module} import {names}  # noqa: F401\n")
+            f"from kvcheck.suites.{module} import {names}\n")
 
 
 def _template(name: str) -> str:

@@ -55,13 +55,6 @@ def register_task(task: Task) -> Task:
     return task
 
 
-def get_task(name: str) -> Task:
-    from . import builtin  # noqa: F401  (registers the built-in tasks)
-
-    if name not in TASKS:
-        raise KvcheckError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}, or a local file "
-                           "as longbench:PATH or ruler:PATH.")
-    return TASKS[name]
 
 
 def fill_to_length(tokenizer, head: str, needle: str, tail: str, filler: list[str], length: int,

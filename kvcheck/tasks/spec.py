@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 
 from ..errors import KvcheckError
-from .base import Sample, Task, get_task
+from .base import Sample, Task
+from .registry import get_task
 
 SYNTHETIC_LENGTH = 1024  # prompt tokens for a synthetic task given without @LENGTH (the accuracy suite)
 SYNTHETIC_SAMPLES = 8
