@@ -118,7 +118,7 @@ THREADS_TEST = """
 import torch
 
 
-def test_threads(request):
+def test_threads(request, kvcheck_session):  # a kvcheck test: the session pins threads for it
     assert torch.get_num_threads() == int(request.config.getoption("--expect"))
 """
 
