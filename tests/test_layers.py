@@ -117,10 +117,3 @@ def test_no_import_runs_round():
         if v not in index:
             visit(v)
     assert not cycles, "imports that run round: " + "; ".join(" <-> ".join(c) for c in cycles)
-
-
-def test_methods_never_import_the_cache():
-    g = graph()
-    bad = sorted(f"kvcheck.{a} imports kvcheck.{b}" for a, deps in g.items() if a.startswith("methods")
-                 for b in deps if b.split(".")[0] in ("cache", "attention", "engine", "model"))
-    assert not bad, "\n".join(bad)
