@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from . import engine
-from .cache import CompressedCache
+from .cache import CompressedCache, kv_ratio
 from .errors import KvcheckError
 from .methods.full import Full
 from .metrics import throughput as tp
@@ -23,7 +23,7 @@ class Timing:
     decode_step_s: float  # median over the decode steps
     compress_s: float  # time spent in the method's compression during prefill
     kv_bytes: int  # held after prefill (real)
-    kv_bytes_fp16: int  # fp16-equivalent
+    kv_ratio: float  # held / a full cache's, fp16-equivalent (kvcheck.cache.kv_ratio)
     peak_mem: int | None  # bytes allocated (CUDA) or resident (Linux CPU) at peak during prefill
 
 
@@ -122,7 +122,7 @@ def time_run(lm, ids: torch.Tensor, method, decode_steps: int, clock: str = "wal
     prefill = clock.stop(t0)
     compress = cache.compress_s  # the prefill's share only (decode steps below add their own)
     peak = memory.peak()
-    kv, kv16 = cache.kv_bytes(), cache.kv_bytes(float_bytes=2)
+    kv, ratio = cache.kv_bytes(), kv_ratio(cache, model.config, t, b)
     steps = []
     one = torch.ones(b, 1, dtype=torch.bool, device=dev)
     for step in range(decode_steps):
@@ -130,7 +130,7 @@ def time_run(lm, ids: torch.Tensor, method, decode_steps: int, clock: str = "wal
         t1 = clock.start()
         nxt = engine.forward(model, nxt[:, None], pos, one, cache)[:, -1].argmax(-1)
         steps.append(clock.stop(t1))
-    return Timing(prefill, statistics.median(steps) if steps else 0.0, compress, kv, kv16, peak)
+    return Timing(prefill, statistics.median(steps) if steps else 0.0, compress, kv, ratio, peak)
 
 
 def weight_bytes(model) -> int:
@@ -185,7 +185,7 @@ def measure_point(lm, method, batch: int, length: int, repeats: int = 5, decode_
     return Point(
         method=method.id, batch=batch, length=length, prefill_ratio=tp.ratio(mp, fp), decode_ratio=tp.ratio(md, fd),
         compress_share=min(x.compress_s for x in meth) / statistics.median(fp),  # fastest: noise only adds
-        kv_ratio=m.kv_bytes_fp16 / full[-1].kv_bytes_fp16,
+        kv_ratio=m.kv_ratio,
         decode_bound=tp.decode_bound(weight_bytes(lm.model), full[-1].kv_bytes, m.kv_bytes),
         decode_speedup=statistics.median(fd) / tpot, prefill_tok_s=batch * length / ttft,
         decode_tok_s=batch / tpot, ttft_s=ttft, tpot_s=tpot, e2e_s=ttft + decode_steps * tpot,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .attention import sync  # noqa: F401  (engine.sync: the benchmarks call it)
-from .cache import CompressedCache
+from .cache import CompressedCache, kv_ratio
 from .layer_api import CACHE_KWARG
 from .errors import KvcheckError
 from .tasks.base import Sample, chat_ids
@@ -70,13 +70,6 @@ def check_length(model, n_prompt: int, n_new: int, sample_id: str) -> None:
     if limit and n_prompt + n_new > limit:
         raise KvcheckError(f"sample {sample_id!r}: {n_prompt} prompt tokens + {n_new} new tokens exceed the "
                            f"model's context of {limit}; use a shorter --length or fewer new tokens.")
-
-
-def _full_bytes(model, slots: int, batch: int) -> int:
-    """fp16-equivalent bytes a full cache holds for ``slots`` tokens × ``batch`` samples."""
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * slots * batch * 2
 
 
 _CACHE_ARG: dict[type, str] = {}
@@ -192,7 +185,7 @@ def generate_batch(lm, samples: list[Sample], method, max_new_tokens: int, eos_i
     lengths = valid.sum(-1)
     b = len(samples)
     bytes_prefill = cache.kv_bytes()
-    ratio = cache.kv_bytes(float_bytes=2) / _full_bytes(model, ids.shape[1], b)
+    ratio = kv_ratio(cache, model.config, ids.shape[1], b)
     out = [[] for _ in range(b)]
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     eos_t = torch.tensor(sorted(eos), device=dev)

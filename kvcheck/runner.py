@@ -145,7 +145,7 @@ class Runner:
                 if key not in self._refs:
                     self._refs[key] = time_run(self.lm, ids, Full(), decode_steps)
                 full, m = self._refs[key], time_run(self.lm, ids, method, decode_steps)
-                values[f"{tag}.kv_ratio"] = m.kv_bytes_fp16 / full.kv_bytes_fp16
+                values[f"{tag}.kv_ratio"] = m.kv_ratio
                 details[tag] = {"decode_bound": round(tp.decode_bound(weight_bytes(self.lm.model), full.kv_bytes,
                                                                       m.kv_bytes), 4)}
                 continue

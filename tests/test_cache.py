@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kvcheck.cache import CompressedCache
+from kvcheck.cache import CompressedCache, full_kv_bytes, kv_ratio
 from kvcheck.engine import forward
 from kvcheck.methods import KIVI, Full, SnapKV, StreamingLLM
 
@@ -16,6 +16,20 @@ def prefill(lm, method, t: int, batch: int = 1) -> CompressedCache:
     with torch.inference_mode():
         forward(lm.model, ids, torch.arange(t)[None].expand(batch, t), torch.ones(batch, t, dtype=torch.bool), cache)
     return cache
+
+
+@pytest.mark.parametrize("t, batch", [(1, 1), (37, 3), (512, 2)])
+def test_full_kv_bytes_is_what_a_full_cache_holds(tiny_lm, tiny_lm_d64, t, batch):
+    """The one analytic full-cache size (every KV ratio's denominator) equals a measured full cache,
+    in real bytes and fp16-equivalent, so a full cache's ratio is exactly 1."""
+    for lm in (tiny_lm, tiny_lm_d64):
+        cfg = lm.model.config
+        cache = prefill(lm, Full(), t, batch)
+        assert cache.kv_bytes() == full_kv_bytes(cfg, t, batch, float_bytes=4)
+        assert cache.kv_bytes(float_bytes=2) == full_kv_bytes(cfg, t, batch)
+        assert kv_ratio(cache, cfg, t, batch) == 1.0
+        half = prefill(lm, StreamingLLM(0.5), t, batch)
+        assert kv_ratio(half, cfg, t, batch) == half.kv_bytes(float_bytes=2) / cache.kv_bytes(float_bytes=2)
 
 
 @pytest.mark.parametrize("method", [StreamingLLM(0.25), StreamingLLM(0.5), SnapKV(0.5, window=8), SnapKV(0.75, window=8)])

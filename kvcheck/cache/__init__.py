@@ -7,10 +7,10 @@
 - :mod:`.compressed`: :class:`CompressedCache` and :func:`layer_for`, which picks a layer from the
   method's capabilities; no concrete method class is named here.
 """
-from .compressed import CompressedCache, layer_for
+from .compressed import CompressedCache, full_kv_bytes, kv_ratio, layer_for
 from .eviction import DecodeEvictionLayer, EvictionLayer, StatefulEvictionLayer
 from .layers import FullLayer, PerHeadSlots, SharedSlots, SlotLayer, tensor_nbytes, visibility
 from .quantized import QuantLayer
 
-__all__ = ["CompressedCache", "layer_for", "SlotLayer", "PerHeadSlots", "SharedSlots", "FullLayer", "EvictionLayer",
+__all__ = ["CompressedCache", "full_kv_bytes", "kv_ratio", "layer_for", "SlotLayer", "PerHeadSlots", "SharedSlots", "FullLayer", "EvictionLayer",
            "DecodeEvictionLayer", "StatefulEvictionLayer", "QuantLayer", "visibility", "tensor_nbytes"]

@@ -59,3 +59,16 @@ class CompressedCache(Cache):
 
     def kept_counts(self) -> list[torch.Tensor]:
         return [layer.kept_counts() for layer in self.layers]
+
+
+def full_kv_bytes(config, slots: int, batch: int, float_bytes: int = 2) -> int:
+    """Bytes a full cache holds for ``slots`` tokens × ``batch`` samples of a model with ``config``
+    (keys and values of every layer, ``float_bytes`` per element: 2 is the fp16-equivalent figure)."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * slots * batch * float_bytes
+
+
+def kv_ratio(cache: CompressedCache, config, slots: int, batch: int) -> float:
+    """What ``cache`` holds over what a full cache would, both counted fp16-equivalent: the one KV ratio
+    kvcheck reports (eval records, bench points, the throughput suite)."""
+    return cache.kv_bytes(float_bytes=2) / full_kv_bytes(config, slots, batch)
