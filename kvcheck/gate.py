@@ -87,16 +87,6 @@ class Gate:
         except BaselineError as exc:
             pytest.fail(f"kvcheck: {exc}", pytrace=False)
 
-    def untimed_reason(self, suite, method) -> str | None:
-        """Why this run would not judge the method's timings (then they are not measured), or None."""
-        name = self._suite_name(suite)
-        key = self.session.key(name, method.id)
-        try:
-            stored = self.session.store.load(key)
-        except BaselineError:
-            return None  # check() reports it
-        return jd.untimed_reason(stored, self._context(name, method, self.session.store.path(key)))
-
     def run(self, suite, method) -> Verdict:
         """Measure ``method`` with ``suite`` (timed only where timings would be judged) and check it."""
         from .suites.base import SuiteContext

@@ -178,9 +178,6 @@ class KvcheckSession:
         if self.gate_negatives:
             request.node.user_properties.append(("kvcheck_scores", {"method": method_id, "scores": scores}))
 
-    def queue_write(self, path: Path, data: dict) -> None:
-        self.store.stage(path, data)
-
     def flush(self) -> list[str]:
         return self.store.flush()
 

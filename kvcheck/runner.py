@@ -13,7 +13,6 @@ import statistics
 import torch
 
 from . import engine
-from .judge import Measured  # noqa: F401  (re-exported: hand-made measurements for kv_gate.check)
 from .methods.full import Full
 from .metrics import drift as drift_m
 from .metrics import fidelity as fid

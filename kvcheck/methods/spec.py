@@ -153,7 +153,6 @@ def keys_help(cls) -> str:
 def resolve(cls, params: Mapping[str, Any], label: str | None = None) -> dict[str, Any]:
     """Keys → field names; text → the field's type. Errors name the method, the key and what to write."""
     label = label or cls.name
-    fields = _fields(cls)
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
     for key, value in params.items():
