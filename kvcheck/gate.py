@@ -88,15 +88,25 @@ class Gate:
             pytest.fail(f"kvcheck: {exc}", pytrace=False)
 
     def run(self, suite, method) -> Verdict:
-        """Measure ``method`` with ``suite`` (timed only where timings would be judged) and check it."""
+        """Measure ``method`` with ``suite`` (timed only where timings would be judged) and check it.
+        When the baseline will be written (none yet, or ``--kvcheck-update=all``), the suite's noise
+        floor is measured too: the same runs under its benign perturbations."""
         from .suites.base import SuiteContext
 
         key = self.session.key(suite.name, method.id)
         stored = self._load(key)
         untimed = (jd.untimed_reason(stored, self._context(suite.name, method, self.session.store.path(key)))
                    if suite.timed else None)
-        raw = suite.measure(self.runner, method, SuiteContext(untimed=untimed, options=suite.options))
-        return self.check(suite, method, suite.finalize(raw))
+        raw = suite.measure(self.runner, method, SuiteContext(untimed=untimed, options=suite.options,
+                                                              variant=getattr(self.session, "layout", 0)))
+        variants = []
+        if suite.noise is not None and (stored is None or self.session.update == "all"):
+            for v in range(1, suite.noise.variants + 1):
+                self.session.progress(f"{suite.name} {method.id}: noise floor, perturbed run {v} of "
+                                      f"{suite.noise.variants}")
+                variants.append(suite.measure(self.runner, method,
+                                              SuiteContext(untimed=untimed, options=suite.options, variant=v)))
+        return self.check(suite, method, suite.finalize(raw, variants))
 
     def check(self, suite, method, measured: Measured) -> Verdict:
         """Judge ``measured`` against the stored baseline; fail or skip the test as the verdict says."""

@@ -47,11 +47,32 @@ STATUSES = ("regressed", "missing", "new", "improved", "ok")  # also the order o
 FAILING = ("regressed", "missing")
 
 
-def metric(value: float | None, tolerance: float | None, direction: str) -> dict:
-    """A stored metric: value and tolerance rounded to 6 digits, and which way is better."""
+def metric(value: float | None, tolerance: float | None, direction: str, noise: float | None = None) -> dict:
+    """A stored metric: value and tolerance rounded to 6 digits, which way is better, and (when the
+    baseline measured it) the noise floor: the largest move benign perturbations caused."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}")
-    return {"value": _num(value), "tolerance": _num(tolerance), "direction": direction}
+    out = {"value": _num(value), "tolerance": _num(tolerance), "direction": direction}
+    if noise is not None:
+        out["noise"] = _num(noise)
+    return out
+
+
+def binomial_tail(n: int, p: float, k: int) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p), exactly."""
+    if k <= 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+
+
+def flip_allowance(n: int, flip_rate: float, alpha: float) -> int:
+    """The most right → wrong flips among ``n`` stable samples that clean code explains: the smallest
+    a with P(more than a flips) ≤ ``alpha`` when each stable sample flips with ``flip_rate``. One
+    more fails the gate, so clean code fails it at most ``alpha`` of the time."""
+    a = 0
+    while binomial_tail(n, flip_rate, a + 1) > alpha:
+        a += 1
+    return a
 
 
 def _num(v):
@@ -142,7 +163,9 @@ class Measured:
     samples: dict | None = None  # id -> per-sample record (accuracy-like suites)
     perf: dict | None = None  # name -> metric, machine-specific
     details: dict = field(default_factory=dict)  # stored for inspection, never compared
-    sample_allowance: int = 0  # right→wrong flips tolerated
+    sample_allowance: int = 0  # right→wrong flips always tolerated
+    flip_rate: float | None = None  # with alpha: the binomial flip test (see flip_allowance)
+    alpha: float | None = None
     skip_reason: str | None = None  # throughput: why timings were not measured (the test then skips)
 
 
@@ -226,13 +249,27 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
     rows = compare(stored["metrics"], measured.metrics, mid, suite)
     samples_over, flip_text = False, ""
     if measured.samples is not None and isinstance(stored.get("samples"), dict):
-        rw, wr = flipped(stored["samples"], measured.samples)
-        samples_over = len(rw) > measured.sample_allowance
-        rows.append(Row(mid, suite, "samples.right_to_wrong", 0, len(rw), len(rw), measured.sample_allowance,
+        base = stored["samples"]
+        rw, wr = flipped(base, measured.samples)
+        unstable = [i for i in rw if base[i].get("stable") is False]
+        counted = [i for i in rw if base[i].get("stable") is not False]
+        n_stable = sum(1 for i in base.keys() & measured.samples.keys() if base[i].get("stable") is not False)
+        allowed = measured.sample_allowance
+        if measured.flip_rate is not None:
+            allowed = max(allowed, flip_allowance(n_stable, measured.flip_rate, measured.alpha))
+        samples_over = len(counted) > allowed
+        rows.append(Row(mid, suite, "samples.right_to_wrong", 0, len(counted), len(counted), allowed,
                         "lower", "regressed" if samples_over else "ok"))
         if rw:
-            flip_text = (f"  samples right→wrong: {len(rw)} (allowed {measured.sample_allowance}); "
-                         f"wrong→right: {len(wr)}\n" + _flip_lines(stored["samples"], measured.samples, rw))
+            test = ""
+            if measured.flip_rate is not None:
+                test = (f" of {n_stable} stable; P(≥ {len(counted)} | {measured.flip_rate:.0%} per stable sample) = "
+                        f"{binomial_tail(n_stable, measured.flip_rate, len(counted)):.2g}")
+            flip_text = (f"  samples right→wrong: {len(counted)}{test} (allowed {allowed}); wrong→right: {len(wr)}\n"
+                         + _flip_lines(base, measured.samples, counted))
+            if unstable:
+                flip_text += (f"\n  not counted (unstable under perturbation when recorded): "
+                              f"{', '.join(unstable[:8])}{' …' if len(unstable) > 8 else ''}")
     perf_rows, perf_note = [], None
     if measured.perf is not None:
         entry = (stored.get("perf") or {}).get(ctx.machine)

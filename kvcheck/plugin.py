@@ -43,8 +43,10 @@ def pytest_addoption(parser):
                   default="0.1")
     parser.addini("kvcheck_task", "accuracy tasks besides the tier's, one per line (as --kvcheck-task)",
                   type="linelist")
-    parser.addini("kvcheck_cpu_threads", "torch threads per process on CPU (default 1: the same results on any "
-                  "machine and under any -n; the committed baselines were recorded with 1)", default="1")
+    parser.addini("kvcheck_cpu_threads", "torch threads per process on CPU (default 1: the same results under "
+                  "any -n; the committed baselines were recorded with 1)", default="1")
+    parser.addini("kvcheck_layout", "batch composition of the gated runs: 0 (default) the tier's batches; N ≥ 1 "
+                  "a benign perturbation (see kvcheck.runner.layout), to check that the gates hold", default="0")
     parser.addini("kvcheck_strict_perf", "fail (not skip) when no perf baseline exists for this machine",
                   type="bool", default=False)
 
@@ -90,6 +92,7 @@ class KvcheckSession:
         if config.getoption("--kvcheck-devices") and config.getoption("--kvcheck-device"):
             raise pytest.UsageError("kvcheck: --kvcheck-device and --kvcheck-devices both pick the device; pass one.")
         self.cpu_threads = _threads(config.getini("kvcheck_cpu_threads"))
+        self.layout = _whole(config.getini("kvcheck_layout"), "kvcheck_layout", 0)
         try:
             from .tasks.spec import extra_set, parse_task_spec, tier_set
 
@@ -181,6 +184,13 @@ class KvcheckSession:
     def flush(self) -> list[str]:
         return self.store.flush()
 
+    def progress(self, message: str) -> None:
+        """A line of progress on long work (recording noise floors), shown with ``-v`` where there is
+        a terminal (not in xdist workers, whose output pytest does not stream)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and self.config.getoption("verbose", 0) > 0:
+            reporter.write_line(f"kvcheck: {message}")
+
 
 def _writable(folder: Path) -> bool:
     """Whether ``folder`` can be written or created: its first existing ancestor is a writable dir."""
@@ -210,19 +220,22 @@ def _worker_device(config) -> str | None:
     return f"cuda:{ids[int(worker[2:]) % len(ids)]}"
 
 
+def _whole(value, name: str, least: int) -> int:
+    try:
+        n = int(value)
+        if n < least:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"kvcheck: ini {name} must be a whole number >= {least}, got {value!r}.") from None
+    return n
+
+
 def _threads(value) -> int:
     """torch's CPU threads per process (ini ``kvcheck_cpu_threads``). fp32 reductions split across
     threads add up in another order, so a method whose generation sits near a tie (int4 length drift
     did) gives other outputs with 1 thread than with 2: pinning makes a baseline hold under any ``-n``
     (each xdist worker one thread: ``-n auto`` uses every core)."""
-    try:
-        threads = int(value)
-        if threads < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise pytest.UsageError(f"kvcheck: ini kvcheck_cpu_threads must be a whole number >= 1, got {value!r}.") \
-            from None
-    return threads
+    return _whole(value, "kvcheck_cpu_threads", 1)
 
 
 def session_of(config) -> KvcheckSession:

@@ -66,6 +66,33 @@ def test_sample_flips_beyond_the_allowance_fail_listing_the_samples():
     assert jd.judge(stored(samples=base), measured(samples=now, allowance=2), ctx(), SCHEMA).fail is None
 
 
+def test_flip_allowance_is_the_binomial_false_alarm_budget():
+    # P(X ≥ 2) = 0.024 > 1 %, P(X ≥ 3) = 0.0017 ≤ 1 % for 24 stable samples flipping 1 % each
+    assert jd.flip_allowance(24, 0.01, 0.01) == 2
+    assert jd.binomial_tail(24, 0.01, 3) == pytest.approx(0.00175, abs=1e-4)
+    assert jd.flip_allowance(0, 0.01, 0.01) == 0 and jd.flip_allowance(8, 0.0, 0.01) == 0
+    for n in (1, 8, 32, 200):  # the budget holds: more than the allowance is rarer than alpha
+        a = jd.flip_allowance(n, 0.02, 0.01)
+        assert jd.binomial_tail(n, 0.02, a + 1) <= 0.01 < jd.binomial_tail(n, 0.02, a) or a == 0
+
+
+def test_unstable_samples_flip_without_counting_and_stable_ones_are_tested():
+    base = {i: {**rec(True), "stable": i not in ("u1", "u2")} for i in ("a", "b", "c", "u1", "u2")}
+    base.update({f"s{i}": {**rec(True), "stable": True} for i in range(19)})  # 22 stable in all
+    only_unstable = {**{i: rec(True) for i in base}, "u1": rec(False), "u2": rec(False)}
+    m = jd.Measured({"passkey.accuracy": jd.metric(0.75, 0.125, "higher")}, samples=only_unstable,
+                    flip_rate=0.01, alpha=0.01)
+    v = jd.judge(stored(samples=base), m, ctx(), SCHEMA)
+    assert v.fail is None
+    assert [(r.now, r.tolerance) for r in v.rows if r.metric == "samples.right_to_wrong"] == [(0, 2)]
+    three = {**only_unstable, "a": rec(False), "b": rec(False), "c": rec(False, "zz")}
+    m.samples = three
+    v = jd.judge(stored(samples=base), m, ctx(), SCHEMA)
+    assert "samples right→wrong: 3 of 22 stable; P(≥ 3 | 1% per stable sample) = 0.0013 (allowed 2)" in v.fail
+    assert "c: expected '1', baseline got 'x', now 'zz'" in v.fail
+    assert "not counted (unstable under perturbation when recorded): u1, u2" in v.fail
+
+
 def test_no_baseline_writes_one_and_fails_unless_accepting():
     v = jd.judge(None, measured(), ctx(), SCHEMA)
     assert "no baseline for snapkv-r0.5 in accuracy; new baseline written to b/accuracy/snapkv-r0.5.json" in v.fail

@@ -19,10 +19,13 @@ RECORDED = [
     (FIDELITY, "perplexity_ratio", lambda v, n: 0.02 * v + 1e-4),
     (FIDELITY, "attn_rel_error.mean", lambda v, n: max(0.1 * v, 1e-4)),
     (FIDELITY, "attn_rel_error.max", lambda v, n: max(0.1 * v, 1e-4)),
+    (FIDELITY, "decode.kl_divergence", lambda v, n: max(0.1 * v, 1e-4)),
+    (FIDELITY, "decode.top1_agreement", lambda v, n: 2.0 / n),
+    (FIDELITY, "decode.match_tokens", lambda v, n: 16.0 / n),
     (ACCURACY, "passkey-L512.accuracy", lambda v, n: 1.0 / n),
     (DRIFT, "median_diff_pct", lambda v, n: 10.0),
-    (DRIFT, "share_20pct_longer", lambda v, n: 1.0 / n),
-    (DRIFT, "share_hit_cap", lambda v, n: 1.0 / n),
+    (DRIFT, "share_20pct_longer", lambda v, n: 2.0 / n),
+    (DRIFT, "share_hit_cap", lambda v, n: 2.0 / n),
     (DRIFT, "latency_ratio", lambda v, n: 0.1),
     (THROUGHPUT, "b1-L512.kv_ratio", lambda v, n: 0.005),
 ]
@@ -56,9 +59,23 @@ def test_finalize_rounds_samples_and_judges_them_on_the_unrounded_score():
     m = ACCURACY.finalize(raw)
     assert m.metrics["passkey-L512.accuracy"] == {"value": 0.5, "tolerance": 0.5, "direction": "higher"}
     assert m.samples["a"] == {"score": 0.5, "correct": False, "got": "x"} and m.samples["b"]["correct"] is True
-    assert m.sample_allowance == 1
+    assert (m.flip_rate, m.alpha) == (0.01, 0.01) and "stable" not in m.samples["a"]
     d = DRIFT.finalize(Raw({"latency_ratio": 1.0}, samples={"p": {"score": -20.00049}}))
     assert d.samples["p"] == {"score": -20.0, "correct": False}
+
+
+def test_noise_floors_widen_tolerances_and_mark_unstable_samples():
+    def raw(acc, a, b):
+        return Raw({"passkey-L512.accuracy": acc}, {"passkey-L512.accuracy": 8},
+                   samples={"a": {"score": a}, "b": {"score": b}})
+    m = ACCURACY.finalize(raw(0.5, 1.0, 0.0), [raw(0.875, 1.0, 1.0), raw(0.5, 1.0, 0.0)])
+    # the spread 0.375 × k = 0.75 beats the rule's one sample of 8
+    assert m.metrics["passkey-L512.accuracy"] == {"value": 0.5, "tolerance": 0.75, "direction": "higher",
+                                                  "noise": 0.375}
+    assert (m.samples["a"]["stable"], m.samples["b"]["stable"]) == (True, False)
+    quiet = ACCURACY.finalize(raw(0.5, 1.0, 0.0), [raw(0.5, 1.0, 0.0)])
+    assert quiet.metrics["passkey-L512.accuracy"]["tolerance"] == 0.125  # the rule's floor holds
+    assert quiet.metrics["passkey-L512.accuracy"]["noise"] == 0.0
 
 
 def test_a_metric_without_a_rule_is_an_error():

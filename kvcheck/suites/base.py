@@ -1,11 +1,18 @@
-"""A suite is a value: its name, its measure function, its tolerance rules, its sample rule, and
-which of its metrics are timings (per machine). Each suite's tolerances are in one place,
-:mod:`kvcheck.suites.catalog`, and :meth:`Suite.finalize` is the only code that applies them."""
+"""A suite is a value: its name, its measure function, its tolerance rules, its sample rule, its
+noise rule, and which of its metrics are timings (per machine). Each suite's tolerances are in one
+place, :mod:`kvcheck.suites.catalog`, and :meth:`Suite.finalize` is the only code that applies them.
+
+Noise floors: when a baseline is recorded, the suite also measures the method (and its reference)
+under benign perturbations: other batch compositions and left padding, which change the order of
+floating-point sums but not the maths. A metric's tolerance is then max(its rule's, ``k`` × the
+largest move the perturbations caused), and a sample whose outcome changes under any perturbation is
+marked unstable: its flips are listed apart and never counted."""
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +73,23 @@ class Rule:
 @dataclass(frozen=True)
 class SampleRule:
     """Per-sample judging: a sample is right when ``correct(score)`` (on the unrounded score); its
-    score is stored to ``digits``; more than ``allowance`` right → wrong flips regress."""
-    allowance: int
+    score is stored to ``digits``. Right → wrong flips of stable samples are judged with an exact
+    binomial test: on clean code a stable sample flips at most ``flip_rate`` of the time (on another
+    float path, say), so the gate fails when that many flips would be rarer than ``alpha``: its
+    false-alarm budget (see :func:`kvcheck.judge.flip_allowance`)."""
     correct: Callable[[float], bool]
     digits: int
     describe: str = ""
+    flip_rate: float = 0.01
+    alpha: float = 0.01
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    """How the noise floor is measured when a baseline is recorded: ``variants`` perturbed runs
+    (variant 1, 2, …; variant 0 is the gated run), and the factor ``k`` on the largest move seen."""
+    variants: int = 2
+    k: float = 2.0
 
 
 @dataclass
@@ -92,6 +111,7 @@ class SuiteContext:
     (then it must not measure them), or None."""
     untimed: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    variant: int = 0  # 0: the gated run; 1, 2, …: a benign perturbation (noise floors)
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,7 @@ class Suite:
     samples: SampleRule | None = None
     perf: tuple[Rule, ...] = ()  # timing metrics: stored per machine
     feeds_negatives: bool = False  # its per-sample scores feed the negative-sample gate
+    noise: NoiseRule | None = None  # None: deterministic values (bytes), no noise floor
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def with_(self, **changes) -> "Suite":
@@ -117,21 +138,45 @@ class Suite:
                 return r
         raise KeyError(f"suite {self.name!r} has no tolerance rule for metric {name!r}")
 
-    def _metrics(self, values: Mapping, counts: Mapping, perf: bool = False) -> dict:
+    def _metrics(self, values: Mapping, counts: Mapping, perf: bool = False, noise: Mapping | None = None) -> dict:
         out = {}
         for name, v in values.items():
             r = self.rule(name, perf)
-            out[name] = metric(v, r.tolerance(v, counts.get(name)), r.direction)
+            tol = r.tolerance(v, counts.get(name))
+            spread = None if noise is None else noise.get(name)
+            if spread is not None and v is not None:
+                tol = max(tol, self.noise.k * spread)
+            out[name] = metric(v, tol, r.direction, noise=spread)
         return out
 
-    def finalize(self, raw: Raw) -> Measured:
-        """Apply the rules: metrics with their tolerances, samples rounded and judged right or wrong."""
+    def finalize(self, raw: Raw, variants: Sequence[Raw] = ()) -> Measured:
+        """Apply the rules: metrics with their tolerances, samples rounded and judged right or wrong.
+        With ``variants`` (the perturbed runs of a recording), each metric also gets its noise floor
+        and each sample whether its outcome is stable."""
+        noise = noise_floor(raw, variants) if variants and self.noise else None
         samples = None
         if raw.samples is not None:
             rule = self.samples
-            samples = {sid: {**rec, "score": round(rec["score"], rule.digits), "correct": rule.correct(rec["score"])}
-                       for sid, rec in raw.samples.items()}
-        return Measured(self._metrics(raw.values, raw.counts), samples=samples,
+            samples = {}
+            for sid, rec in raw.samples.items():
+                right = rule.correct(rec["score"])
+                out = {**rec, "score": round(rec["score"], rule.digits), "correct": right}
+                if noise is not None:
+                    out["stable"] = all(sid in v.samples and rule.correct(v.samples[sid]["score"]) == right
+                                        for v in variants)
+                samples[sid] = out
+        return Measured(self._metrics(raw.values, raw.counts, noise=noise), samples=samples,
                         perf=None if raw.perf is None else self._metrics(raw.perf, raw.counts, perf=True),
-                        details=raw.details, sample_allowance=self.samples.allowance if self.samples else 0,
-                        skip_reason=raw.skip_reason)
+                        details=raw.details, flip_rate=self.samples.flip_rate if self.samples else None,
+                        alpha=self.samples.alpha if self.samples else None, skip_reason=raw.skip_reason)
+
+
+def noise_floor(raw: Raw, variants: Sequence[Raw]) -> dict:
+    """Per metric, the largest move any perturbed run shows from the gated run (a metric a perturbed
+    run lacks, or a non-finite value, counts as no information)."""
+    out = {}
+    for name, v in raw.values.items():
+        moves = [abs(p.values[name] - v) for p in variants
+                 if v is not None and p.values.get(name) is not None and math.isfinite(p.values[name] - v)]
+        out[name] = max(moves, default=0.0)
+    return out
