@@ -51,8 +51,10 @@ def encode(tokenizer, sample: Sample) -> list[int]:
     return list(ids)
 
 
-def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    t = max(len(s) for s in seqs)
+def left_pad(seqs: list[list[int]], pad_id: int, device, extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and the valid mask; ``extra`` more pad columns (a benign perturbation: the same
+    maths over a longer, masked row)."""
+    t = max(len(s) for s in seqs) + extra
     ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
     valid = torch.zeros((len(seqs), t), dtype=torch.bool)
     for i, s in enumerate(seqs):
@@ -114,25 +116,25 @@ class Prefill:
     prefill_s: float
 
 
-def _prepare(lm, samples: list[Sample], max_new_tokens: int):
+def _prepare(lm, samples: list[Sample], max_new_tokens: int, extra_pad: int = 0):
     seqs = [encode(lm.tokenizer, s) for s in samples]
     for s, q in zip(samples, seqs):
         check_length(lm.model, len(q), max_new_tokens, s.id)
-    ids, valid = left_pad(seqs, lm.tokenizer.pad_token_id, lm.device)
+    ids, valid = left_pad(seqs, lm.tokenizer.pad_token_id, lm.device, extra_pad)
     positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
     return seqs, ids, valid, positions
 
 
 @torch.inference_mode()
-def capture_prefill(lm, samples: list[Sample], max_new_tokens: int) -> Prefill:
+def capture_prefill(lm, samples: list[Sample], max_new_tokens: int, extra_pad: int = 0) -> Prefill:
     """Run the prompt pass once through the full cache, keeping every layer's queries, keys, values."""
-    seqs, ids, valid, positions = _prepare(lm, samples, max_new_tokens)
+    seqs, ids, valid, positions = _prepare(lm, samples, max_new_tokens, extra_pad)
     return _capture(lm, samples, seqs, ids, valid, positions)
 
 
-def capture_tokens(lm, prompts: list[list[int]]) -> Prefill:
+def capture_tokens(lm, prompts: list[list[int]], extra_pad: int = 0) -> Prefill:
     """:func:`capture_prefill` for token-id prompts (teacher forcing)."""
-    ids, valid = left_pad(prompts, lm.tokenizer.pad_token_id, lm.device)
+    ids, valid = left_pad(prompts, lm.tokenizer.pad_token_id, lm.device, extra_pad)
     positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
     return _capture(lm, [], prompts, ids, valid, positions)
 
@@ -288,3 +290,34 @@ def teacher_forced(lm, prompts: list[list[int]], continuations: list[list[int]],
             att = [cache.recorded[l][i, :len(c)].float() for l in sorted(cache.recorded)]
         results.append(ForcedResult(logits[i, :len(c)], att))
     return results
+
+
+@torch.inference_mode()
+def forced_decode(lm, pre: Prefill, method, tokens: torch.Tensor) -> torch.Tensor:
+    """Decode-time teacher forcing: replay ``pre``'s prompt pass into ``method``'s cache, then feed
+    ``tokens`` ``[b, L]`` one per forward, as a server generates, so compression while generating acts
+    before later queries attend. Returns the logits predicting each of the ``L`` tokens ``[b, L, vocab]``
+    (the first comes from the shared prompt pass)."""
+    model, dev = lm.model, lm.device
+    cache = replay(lm, pre, method)
+    lengths = pre.valid.sum(-1)
+    steps = [pre.first_logits]
+    ones = torch.ones((tokens.shape[0], 1), dtype=torch.bool, device=dev)
+    for s in range(tokens.shape[1] - 1):
+        pos = (lengths + s)[:, None]
+        steps.append(forward(model, tokens[:, s:s + 1].to(dev), pos, ones, cache)[:, -1].float())
+    return torch.stack(steps, dim=1)
+
+
+@torch.inference_mode()
+def greedy_tokens(lm, pre: Prefill, method, n: int) -> torch.Tensor:
+    """``method``'s greedy continuation of ``pre``'s prompts, exactly ``n`` tokens each (EOS does not
+    stop it) ``[b, n]``."""
+    cache = replay(lm, pre, method)
+    lengths = pre.valid.sum(-1)
+    nxt, out = pre.first, [pre.first]
+    ones = torch.ones((nxt.shape[0], 1), dtype=torch.bool, device=lm.device)
+    for s in range(n - 1):
+        nxt = forward(lm.model, nxt[:, None], (lengths + s)[:, None], ones, cache)[:, -1].argmax(-1)
+        out.append(nxt)
+    return torch.stack(out, dim=1).cpu()

@@ -121,3 +121,35 @@ def test_passkey_task_is_deterministic_and_sized(real_lm):
         n = len(real_lm.tokenizer(s.prompt)["input_ids"])
         assert 0.95 * 512 <= n <= 512, n
         assert s.answer in s.prompt
+
+
+def test_forced_decode_along_a_methods_own_greedy_path_reproduces_its_generation(tiny_lm):
+    """Decode-time fidelity feeds tokens one per forward: along a method's own greedy tokens its
+    argmax is those tokens (match length = all), and ``greedy_tokens`` equals ``generate_batch``."""
+    from kvcheck.engine import capture_tokens, forced_decode, greedy_tokens
+    from kvcheck.metrics.fidelity import match_length
+
+    prompts = [[5 + (i * 7 + j) % 90 for j in range(40 + 3 * i)] for i in range(3)]
+    pre = capture_tokens(tiny_lm, prompts)
+    method = StreamingLLM(compression_ratio=0.5, sinks=2)
+    toks = greedy_tokens(tiny_lm, pre, method, 12)
+    logits = forced_decode(tiny_lm, pre, method, toks)
+    assert logits.shape[:2] == (3, 12)
+    assert [match_length(t, l) for t, l in zip(toks, logits)] == [12, 12, 12]
+    full_toks = greedy_tokens(tiny_lm, pre, Full(), 12)
+    full_logits = forced_decode(tiny_lm, pre, Full(), full_toks)
+    assert torch.equal(full_logits.argmax(-1), full_toks)
+    other = full_toks.clone()
+    other[1, 5] = (other[1, 5] + 1) % 100
+    assert match_length(other[1], full_logits[1]) == 5
+
+
+def test_perturbed_layouts_regroup_rotate_and_pad():
+    from kvcheck.runner import layout
+
+    items = list(range(10))
+    assert layout(items, 4, 0) == ([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]], 0)
+    groups, pad = layout(items, 8, 1)
+    assert (groups, pad) == ([[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]], 1)
+    groups, pad = layout(items, 8, 2)
+    assert pad == 2 and all(len(g) == 2 for g in groups) and sorted(sum(groups, [])) == items

@@ -40,3 +40,11 @@ def relative_error(ref: torch.Tensor, out: torch.Tensor) -> float:
 
 def layer_errors(ref_layers: list[torch.Tensor], layers: list[torch.Tensor]) -> list[float]:
     return [relative_error(r, o) for r, o in zip(ref_layers, layers)]
+
+
+def match_length(tokens: torch.Tensor, logits: torch.Tensor) -> int:
+    """How many of the reference's greedy ``tokens`` ``[L]`` a method's logits along that trajectory
+    ``[L, vocab]`` reproduce before the first divergence: the position where its own greedy output
+    would first differ (``L`` when it never does)."""
+    differs = (logits.argmax(-1).cpu() != tokens.cpu()).nonzero()
+    return int(differs[0, 0]) if len(differs) else int(tokens.shape[0])

@@ -1,24 +1,28 @@
 """The four gate suites as values: every tolerance and sample rule kvcheck applies is on this page.
 
 A reviewer reads the rules here; the measure functions (:class:`kvcheck.runner.Runner`) return raw
-values only. ``per_count`` tolerances are one sample (or, for top-1 agreement, two positions) of
-slack; ``relative`` ones scale with the value and have a floor for values near 0.
+values only. ``per_count(k)`` tolerances are k samples (prompts, positions, tokens) of slack out of
+the n behind the metric; ``relative`` ones scale with the value and have a floor for values near 0.
+These are floors: a baseline recorded with a noise floor (``NOISE``) widens a metric's tolerance to
+k × the spread its perturbed runs showed, and judges per-sample flips on stable samples only.
 """
 from __future__ import annotations
 
-from .base import Rule, SampleRule, Suite, absolute, affine, per_count, relative
+from .base import NoiseRule, Rule, SampleRule, Suite, absolute, affine, per_count, relative
+
+NOISE = NoiseRule(variants=2, k=2.0)  # two perturbed runs when recording; tolerance ≥ 2 × the spread
 
 
 def _accuracy(workbench, method, ctx):
-    return workbench.measure_accuracy(method, ctx.options.get("specs"))
+    return workbench.measure_accuracy(method, ctx.options.get("specs"), variant=ctx.variant)
 
 
 def _fidelity(workbench, method, ctx):
-    return workbench.measure_fidelity(method)
+    return workbench.measure_fidelity(method, variant=ctx.variant)
 
 
 def _drift(workbench, method, ctx):
-    return workbench.measure_drift(method)
+    return workbench.measure_drift(method, variant=ctx.variant)
 
 
 def _throughput(workbench, method, ctx):
@@ -30,23 +34,28 @@ FIDELITY = Suite(
     rules=(Rule("kl_divergence", "lower", relative(0.1, 1e-4)),
            Rule("top1_agreement", "higher", per_count(2.0)),  # two of the scored positions
            Rule("perplexity_ratio", "lower", affine(0.02, 1e-4)),
-           Rule("attn_rel_error.*", "lower", relative(0.1, 1e-4))))
+           Rule("attn_rel_error.*", "lower", relative(0.1, 1e-4)),
+           # decode-time, along the full cache's greedy trajectory, one token per forward
+           Rule("decode.kl_divergence", "lower", relative(0.1, 1e-4)),
+           Rule("decode.top1_agreement", "higher", per_count(2.0)),  # two of the decoded positions
+           Rule("decode.match_tokens", "higher", per_count(16.0))),  # 16 tokens of one text's match
+    noise=NOISE)
 
 ACCURACY = Suite(
     "accuracy", _accuracy,
     rules=(Rule("*.accuracy", "higher", per_count(1.0)),),  # one sample of slack per task
-    samples=SampleRule(allowance=1, correct=lambda score: score >= 0.5, digits=6,
-                       describe="right when the task's score ≥ 0.5"),
-    feeds_negatives=True)
+    samples=SampleRule(correct=lambda score: score >= 0.5, digits=6, describe="right when the task's score ≥ 0.5"),
+    feeds_negatives=True, noise=NOISE)
 
 DRIFT = Suite(
     "drift", _drift,
     rules=(Rule("median_diff_pct", "higher", absolute(10.0)),
-           Rule("share_20pct_longer", "lower", per_count(1.0)),
-           Rule("share_hit_cap", "lower", per_count(1.0)),
+           Rule("share_20pct_longer", "lower", per_count(2.0)),  # two of the prompts
+           Rule("share_hit_cap", "lower", per_count(2.0)),
            Rule("latency_ratio", "lower", absolute(0.1))),
-    samples=SampleRule(allowance=1, correct=lambda diff_pct: diff_pct > -20.0, digits=3,
-                       describe="right unless ≥ 20 % longer than full's answer"))
+    samples=SampleRule(correct=lambda diff_pct: diff_pct > -20.0, digits=3,
+                       describe="right unless ≥ 20 % longer than full's answer"),
+    noise=NOISE)
 
 _TIMINGS = (Rule("*.prefill_ratio", "lower", absolute(0.25)),
             Rule("*.decode_ratio", "lower", absolute(0.25)),

@@ -62,11 +62,11 @@ PASSAGES = [
     "the substitution at all; it only praised the warmth of the cello line and the courage of the tempo.",
 ]
 
-INSTRUCTIONS = [
-    "What is the main idea of this passage? Answer briefly.",
-    "Who or what is this passage about? Answer briefly.",
-    "What happens in this passage? Answer briefly.",
-    "What can we learn from this passage? Answer briefly.",
+INSTRUCTIONS = [  # one-sentence answers: room below the drift cap for an answer to grow
+    "In one sentence, what is this passage about?",
+    "In one sentence, who or what is this passage about?",
+    "In one sentence, what happens in this passage?",
+    "In one sentence, what can we learn from this passage?",
 ]
 
 
@@ -75,12 +75,15 @@ def passage_text(i: int, n_paragraphs: int = 3) -> str:
     return "\n\n".join(PASSAGES[(i + k) % len(PASSAGES)] for k in range(n_paragraphs))
 
 
-def open_ended(n: int, n_paragraphs: int = 2) -> list[Sample]:
-    """Open-ended instruction prompts over passages, through the chat template (no reference answer)."""
+def open_ended(n: int, n_paragraphs: int = 1) -> list[Sample]:
+    """Open-ended instruction prompts over passages, through the chat template (no reference answer).
+    Prompt i asks instruction i mod 4 about the passages from (i + i // 8) mod 8: the first 32 are
+    distinct (every instruction with every starting passage), then they repeat."""
     out = []
     for i in range(n):
         instruction = INSTRUCTIONS[i % len(INSTRUCTIONS)]
-        prompt = f"{instruction}\n\n{passage_text(i, n_paragraphs)}"
+        start = (i + i // len(PASSAGES)) % len(PASSAGES)
+        prompt = f"{instruction}\n\n{passage_text(start, n_paragraphs)}"
         out.append(Sample(id=f"open-{i:03d}", prompt=prompt, answer="", task="open_ended",
                           task_type="Open-ended", chat=True))
     return out
