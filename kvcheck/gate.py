@@ -100,10 +100,11 @@ class Gate:
         raw = suite.measure(self.runner, method, SuiteContext(untimed=untimed, options=suite.options,
                                                               variant=getattr(self.session, "layout", 0)))
         variants = []
+        runs = getattr(self.session, "noise_runs", None)
+        runs = suite.noise.variants if runs is None and suite.noise is not None else runs
         if suite.noise is not None and (stored is None or self.session.update == "all"):
-            for v in range(1, suite.noise.variants + 1):
-                self.session.progress(f"{suite.name} {method.id}: noise floor, perturbed run {v} of "
-                                      f"{suite.noise.variants}")
+            for v in range(1, runs + 1):
+                self.session.progress(f"{suite.name} {method.id}: noise floor, perturbed run {v} of {runs}")
                 variants.append(suite.measure(self.runner, method,
                                               SuiteContext(untimed=untimed, options=suite.options, variant=v)))
         return self.check(suite, method, suite.finalize(raw, variants))

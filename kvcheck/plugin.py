@@ -45,6 +45,8 @@ def pytest_addoption(parser):
                   type="linelist")
     parser.addini("kvcheck_cpu_threads", "torch threads per process on CPU (default 1: the same results under "
                   "any -n; the committed baselines were recorded with 1)", default="1")
+    parser.addini("kvcheck_noise_runs", "perturbed runs per recorded baseline for its noise floor (default: the "
+                  "suite's, 2; 0 records without a noise floor)", default="")
     parser.addini("kvcheck_layout", "batch composition of the gated runs: 0 (default) the tier's batches; N ≥ 1 "
                   "a benign perturbation (see kvcheck.runner.layout), to check that the gates hold", default="0")
     parser.addini("kvcheck_strict_perf", "fail (not skip) when no perf baseline exists for this machine",
@@ -93,6 +95,8 @@ class KvcheckSession:
             raise pytest.UsageError("kvcheck: --kvcheck-device and --kvcheck-devices both pick the device; pass one.")
         self.cpu_threads = _threads(config.getini("kvcheck_cpu_threads"))
         self.layout = _whole(config.getini("kvcheck_layout"), "kvcheck_layout", 0)
+        runs = config.getini("kvcheck_noise_runs")
+        self.noise_runs = None if runs in ("", None) else _whole(runs, "kvcheck_noise_runs", 0)
         try:
             from .tasks.spec import extra_set, parse_task_spec, tier_set
 

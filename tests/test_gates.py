@@ -86,7 +86,7 @@ def project(pytester):
 def run(project, *args, plant=""):
     project._monkeypatch.setenv("KVCHECK_PLANT", plant)  # inherited by the subprocess
     return project.runpytest_subprocess("--kvcheck-tier", "smoke", "-p", "no:cacheprovider", "-p", "no:randomly",
-                                        *args)
+                                        "-o", "kvcheck_noise_runs=0", *args)  # noise floors: test_init, test_judge
 
 
 def baselines(project) -> dict[str, str]:
