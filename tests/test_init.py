@@ -2,6 +2,7 @@
 their own, record baselines, pass, and see a planted regression in that method fail."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -113,11 +114,13 @@ def test_a_new_user_repository(pytester):
     assert r.returncode == 0, r.stderr
     conftest = pytester.path / "tests/kvcheck/conftest.py"
     conftest.write_text(conftest.read_text() + MY_METHOD)
-    smoke = ("--kvcheck-tier", "smoke", "-p", "no:cacheprovider")
+    smoke = ("--kvcheck-tier", "smoke", "-p", "no:cacheprovider", "-o", "kvcheck_noise_runs=1")  # one perturbed run
 
     first = pytester.runpytest_subprocess("--kvcheck-update=new", *smoke)
     assert first.ret == 0, first.stdout.str()
     stored = sorted(p.relative_to(pytester.path).as_posix() for p in (pytester.path / "baselines").rglob("*.json"))
+    drift = json.loads(next((pytester.path / "baselines").rglob("drift/low_norm-r0.5.json")).read_text())
+    assert all("noise" in m for m in drift["metrics"].values()) and all("stable" in s for s in drift["samples"].values())
     assert "baselines/smollm2-135m-instruct/smoke-float32/fidelity/low_norm-r0.5.json" in stored
     assert len(stored) == 2 * 4  # full and low_norm in each of the four gate suites
 
