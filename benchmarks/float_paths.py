@@ -14,7 +14,9 @@ moved beyond their noise floor but within tolerance, and the wall time. Paths:
 
 Clean code must pass on every path. Exit status 1 when any path fails.
 
-    python benchmarks/float_paths.py [--paths default,avx2,threads2] [--gpu] [--json out.json]
+``--nightly`` runs the nightly selection (every declared setting) instead of the pre-merge one.
+
+    python benchmarks/float_paths.py [--paths default,avx2,threads2] [--gpu] [--nightly] [--json out.json]
 """
 from __future__ import annotations
 
@@ -66,8 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", action="store_true", help="also the GPU paths: 5 reruns and 2 batch compositions")
     ap.add_argument("--suites", default="suites/", help="what pytest runs (default suites/)")
     ap.add_argument("-n", dest="workers", default="2", help="xdist workers per run (default 2)")
+    ap.add_argument("--nightly", action="store_true", help="every declared setting (--kvcheck-nightly)")
     ap.add_argument("--json", help="write the results to this file")
     a = ap.parse_args(argv)
+    table_extra = ["--kvcheck-nightly"] if a.nightly else []
     table = {**PATHS, **(GPU_PATHS if a.gpu else {})}
     names = [p for p in a.paths.split(",") if p] + ([p for p in GPU_PATHS] if a.gpu else [])
     unknown = [p for p in names if p not in table]
@@ -75,9 +79,10 @@ def main(argv=None) -> int:
         ap.error(f"unknown path(s) {', '.join(unknown)}; known: {', '.join(table)}")
     results = []
     for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name}: pytest {a.suites} -n {a.workers} {' '.join(table[name][1])}",
+        print(f"[{i}/{len(names)}] {name}: pytest {a.suites} -n {a.workers} {' '.join(table[name][1] + table_extra)}",
               file=sys.stderr, flush=True)
-        results.append(run_path(name, *table[name], a.suites, a.workers))
+        env_extra, args = table[name]
+        results.append(run_path(name, env_extra, args + table_extra, a.suites, a.workers))
         r = results[-1]
         print(f"  {r['summary']} ({r['wall_s']} s)", file=sys.stderr, flush=True)
     print(f"{'path':<10} {'result':<8} {'rows':>5} {'failed':>7} {'>½ tol':>7} {'wall s':>7}  pytest")

@@ -5,11 +5,15 @@ Every declared factory joins the ``kv_method`` fixture, over which every suite i
     @kvcheck.method(params=[0.25, 0.5], ids=lambda r: f"r{r}")
     def snapkv(ratio):
         return SnapKV(compression_ratio=ratio, window=16)
+
+``nightly`` names the params that only the nightly selection runs (``--kvcheck-nightly``): the
+pre-merge gate runs the rest, so it stays fast as the catalogue grows, and the nightly job runs all.
+A method named in ``--kvcheck-methods`` runs whatever the selection.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import pytest
@@ -26,14 +30,18 @@ class Declared:
     factory: Callable
     params: list | None
     ids: object
+    nightly: list = field(default_factory=list)  # params only the nightly selection runs
 
-    def build(self) -> list["Method"]:
+    def build(self, nightly: bool = True) -> list["Method"]:
+        """The declared methods; with ``nightly=False``, the pre-merge ones only."""
         from .methods.base import Method  # imports torch: only when methods are built
 
         takes_arg = bool(inspect.signature(self.factory).parameters)
         values = self.params if self.params is not None else [None]
         out = []
         for v in values:
+            if not nightly and v in self.nightly:
+                continue
             m = self.factory(v) if takes_arg else self.factory()
             if not isinstance(m, Method):
                 raise KvcheckError(f"@kvcheck.method factory {self.name!r} returned {type(m).__name__}, "
@@ -45,12 +53,21 @@ class Declared:
 DECLARED: dict[str, Declared] = {}
 
 
-def method(params=None, ids=None, name: str | None = None):
-    """Register the decorated factory and return it as a pytest fixture of the same name."""
+def method(params=None, ids=None, name: str | None = None, nightly=None):
+    """Register the decorated factory and return it as a pytest fixture of the same name. ``nightly``:
+    the params (a subset of ``params``) that only ``--kvcheck-nightly`` runs."""
+    nightly = list(nightly or [])
+    stray = [v for v in nightly if params is None or v not in params]
+    if stray:
+        raise KvcheckError(f"@kvcheck.method(nightly={nightly!r}): {stray!r} not among params={params!r}; "
+                           "nightly names which of the declared params only the nightly selection runs.")
+    if params is not None and nightly and all(v in nightly for v in params):
+        raise KvcheckError(f"@kvcheck.method(params={params!r}, nightly={nightly!r}): every setting is nightly, so "
+                           "the pre-merge gate would not run this method at all; keep at least one param out of nightly.")
 
     def wrap(factory):
         fname = name or factory.__name__
-        DECLARED[fname] = Declared(fname, factory, list(params) if params is not None else None, ids)
+        DECLARED[fname] = Declared(fname, factory, list(params) if params is not None else None, ids, nightly)
         takes_arg = bool(inspect.signature(factory).parameters)
 
         def fixture(request):
@@ -63,11 +80,13 @@ def method(params=None, ids=None, name: str | None = None):
     return wrap
 
 
-def declared_methods(select: str | Iterable[str] | None = None) -> list[tuple[str, "Method"]]:
+def declared_methods(select: str | Iterable[str] | None = None,
+                     nightly: bool = True) -> list[tuple[str, "Method"]]:
     """(factory name, method) for every declared method, filtered by ``select``: method specs as
     :mod:`kvcheck.methods.spec` parses them (one string or several, joined with commas). A bare name
     selects by factory name, method name or exact method id; ``snapkv:r=0.5`` selects the declared
-    snapkv methods whose compression_ratio is 0.5."""
+    snapkv methods whose compression_ratio is 0.5. Without ``select``, ``nightly=False`` leaves out
+    the settings declared nightly-only (the pre-merge selection)."""
     from .methods.spec import parse_list
 
     if select is not None and not isinstance(select, str):
@@ -75,7 +94,7 @@ def declared_methods(select: str | Iterable[str] | None = None) -> list[tuple[st
     specs = parse_list(select) if select else []
     out, seen, used = [], {}, set()
     for d in DECLARED.values():
-        for m in d.build():
+        for m in d.build(nightly=nightly or bool(specs)):
             hits = [s for s in specs if s.matches(m, d.name)]
             if specs and not hits:
                 continue

@@ -31,12 +31,15 @@ def pytest_addoption(parser):
     g.addoption("--kvcheck-task", action="append",
                 help="also gate accuracy on this task, with its own baselines: longbench:PATH or ruler:PATH (local "
                      "JSONL) or a synthetic task, each optionally @LENGTHxN; repeat for several")
+    g.addoption("--kvcheck-nightly", action="store_true", default=None,
+                help="run every declared setting, the ones declared nightly=[...] too (default: the pre-merge selection)")
     g.addoption("--kvcheck-negatives", action="store_true", default=None,
                 help="also gate the accuracy suite's negative samples (full right, every compressed method wrong)")
     for name, help_text in [("kvcheck_model", "model folder"), ("kvcheck_methods", "methods to run"),
                             ("kvcheck_tier", "smoke | ci | full"), ("kvcheck_baseline_dir", "baseline dir"),
                             ("kvcheck_device", "device"), ("kvcheck_dtype", "dtype")]:
         parser.addini(name, help_text)
+    parser.addini("kvcheck_nightly", "run the nightly selection (see --kvcheck-nightly)", type="bool", default=False)
     parser.addini("kvcheck_negatives", "gate negative samples too (see --kvcheck-negatives)", type="bool",
                   default=False)
     parser.addini("kvcheck_negative_threshold", "t of the negative-sample rule: every method ≤ (1 − t) × full",
@@ -77,6 +80,7 @@ class KvcheckSession:
         self.model_name = DEFAULT_MODEL if not self.model_path else Path(self.model_path).name
         methods = _opt(config, "kvcheck_methods")
         self.select = methods or None  # method specs (kvcheck.methods.spec): names, name:key=value, ids
+        self.nightly = bool(config.getoption("--kvcheck-nightly") or config.getini("kvcheck_nightly"))
         root = _opt(config, "kvcheck_baseline_dir") or "baselines"
         self.baseline_dir = Path(root) if os.path.isabs(root) else Path(config.rootpath) / root
         self.store = BaselineStore(self.baseline_dir)
@@ -257,7 +261,8 @@ def pytest_report_header(config):
     s = session_of(config)
     device = _opt(config, "kvcheck_device") or ("per worker" if config.getoption("--kvcheck-devices") else "auto")
     return (f"kvcheck: model={s.model_name} device={device} dtype={_opt(config, 'kvcheck_dtype') or 'auto'} "
-            f"tier={s.tier.name} baselines={s.baseline_dir} update={s.update or 'off'}")
+            f"tier={s.tier.name} selection={'nightly' if s.nightly else 'pre-merge'} baselines={s.baseline_dir} "
+            f"update={s.update or 'off'}")
 
 
 def pytest_generate_tests(metafunc):
@@ -267,7 +272,7 @@ def pytest_generate_tests(metafunc):
 
     s = session_of(metafunc.config)
     try:
-        methods = declared_methods(s.select)
+        methods = declared_methods(s.select, nightly=s.nightly)
     except KvcheckError as exc:
         if hasattr(metafunc.config, "workerinput"):  # xdist reports a worker's collection error
             raise pytest.UsageError(f"kvcheck: {exc}") from None

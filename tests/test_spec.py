@@ -122,6 +122,38 @@ def test_selection_errors(root_declared):
         declare.declared_methods("snapkv:x=1")
 
 
+def test_pre_merge_selection_runs_each_method_once_and_names_win(root_declared):
+    """Without --kvcheck-nightly, the settings declared nightly-only stay out; every method still runs
+    once, and a method named in --kvcheck-methods runs whatever the selection."""
+    pre = [m.id for _, m in declare.declared_methods(nightly=False)]
+    every = [m.id for _, m in declare.declared_methods()]
+    assert len(every) == 21 and len(pre) == 11 and set(pre) < set(every)
+    assert sorted({i.split("-")[0] for i in pre}) == sorted({i.split("-")[0] for i in every})
+    assert "knorm-r0.5" in pre and "knorm-r0.75" not in pre and "int-b4-g32-res0" in pre
+    assert [m.id for _, m in declare.declared_methods("knorm", nightly=False)] == ["knorm-r0.5", "knorm-r0.75"]
+
+
+def test_nightly_params_must_be_declared_params():
+    with pytest.raises(KvcheckError, match=r"\[0.3\] not among params=\[0.5, 0.75\]"):
+        declare.method(params=[0.5, 0.75], nightly=[0.3])
+    with pytest.raises(KvcheckError, match="every setting is nightly"):
+        declare.method(params=[0.5], nightly=[0.5])
+
+
+def test_the_nightly_option_selects_every_setting(pytester, monkeypatch):
+    monkeypatch.setattr(declare, "DECLARED", {})  # the inner conftest declares its own methods
+    pytester.makeconftest(
+        "import kvcheck\nfrom kvcheck.methods import Full, KNorm\n\n"
+        "@kvcheck.method()\ndef full():\n    return Full()\n\n"
+        "@kvcheck.method(params=[0.5, 0.75], nightly=[0.75])\ndef knorm(r):\n    return KNorm(compression_ratio=r)\n")
+    pytester.makepyfile("def test_m(kv_method):\n    assert kv_method.id\n")
+    pre = pytester.runpytest_inprocess("--co", "-q", "-p", "no:cacheprovider")
+    assert "test_m[knorm-r0.5]" in pre.stdout.str() and "knorm-r0.75" not in pre.stdout.str()
+    night = pytester.runpytest_inprocess("--co", "-q", "-p", "no:cacheprovider", "--kvcheck-nightly")
+    assert "test_m[knorm-r0.75]" in night.stdout.str()
+    assert "selection=pre-merge" in pytester.runpytest_inprocess("--co", "-p", "no:cacheprovider").stdout.str()
+
+
 @pytest.mark.parametrize("module", ["declare.py", "methods/spec.py"])
 def test_module_level_imports_stay_light(module):
     """declare.py and spec.py import the method registry (and so torch) only inside functions."""
