@@ -14,6 +14,7 @@ import functools
 import torch
 
 from .layer_api import CACHE_KWARG
+from .work import region
 
 _registered = False
 
@@ -55,12 +56,18 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     q_pos, q_valid = cache.query_positions, cache.query_valid
     fresh = not layer.prefilled
     mask = None
-    if not (fresh and bool(q_valid.all())) and not (query.shape[2] == 1 and bool(layer.valid.all())):
-        mask = layer.mask(q_pos, q_valid)
+    with region("attention"):
+        if not (fresh and bool(q_valid.all())) and not (query.shape[2] == 1 and bool(layer.valid.all())):
+            mask = layer.mask(q_pos, q_valid)
     fused = None
     if fresh and mask is None and query.device.type == "cpu":  # on GPU the attention kernel stays
-        fused = layer.prefill_attention(query, key, value, scaling)
-    out = fused[0] if fused is not None else attend(module, query, key, value, mask, scaling)
+        with region("method"):
+            fused = layer.prefill_attention(query, key, value, scaling)
+    if fused is not None:
+        out = fused[0]
+    else:
+        with region("attention"):
+            out = attend(module, query, key, value, mask, scaling)
     if cache.recorded is not None:
         cache.recorded[module.layer_idx] = out.detach()
     if cache.captured_queries is not None:
@@ -68,11 +75,13 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     if cache.time_compression:
         sync(query.device)
         t0 = cache.clock()
-        layer.after_forward(query, scaling)
+        with region("method"):
+            layer.after_forward(query, scaling)
         sync(query.device)
         cache.compress_s += cache.clock() - t0
     else:
-        layer.after_forward(query, scaling)
+        with region("method"):
+            layer.after_forward(query, scaling)
     return out, None
 
 

@@ -9,6 +9,7 @@ from transformers.cache_utils import Cache
 
 from .eviction import DecodeEvictionLayer, EvictionLayer, StatefulEvictionLayer
 from .layers import FullLayer, SlotLayer
+from ..work import region
 from .quantized import QuantLayer
 
 
@@ -50,7 +51,8 @@ class CompressedCache(Cache):
         self.query_positions, self.query_valid = positions, valid.bool()
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        return self.layers[layer_idx].update(key_states, value_states, self.query_positions, self.query_valid)
+        with region("cache"):
+            return self.layers[layer_idx].update(key_states, value_states, self.query_positions, self.query_valid)
 
     def kv_bytes(self, float_bytes: int | None = None) -> int:
         """Bytes held by every layer. ``float_bytes`` counts floating tensors at that many bytes per

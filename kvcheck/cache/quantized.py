@@ -6,6 +6,7 @@ import torch
 
 from .. import quant
 from ..layer_api import HeldSlots
+from ..work import region
 from .layers import SharedSlots, tensor_nbytes
 
 
@@ -32,9 +33,9 @@ class QuantLayer(SharedSlots):
         self.append_slots(positions, valid, key_states.shape[1])
         if self.qk is None:
             return self.keys, self.values
-        k = torch.cat([self.method.dequantize(self.qk, self.dtype), self.keys], dim=2)
-        v = torch.cat([self.method.dequantize(self.qv, self.dtype), self.values], dim=2)
-        return k, v
+        with region("method"):  # the method's decoding of its codes, every forward
+            dk, dv = self.method.dequantize(self.qk, self.dtype), self.method.dequantize(self.qv, self.dtype)
+        return torch.cat([dk, self.keys], dim=2), torch.cat([dv, self.values], dim=2)
 
     def get_seq_length(self) -> int:
         return self.n_quant + (0 if self.keys is None else self.keys.shape[2])

@@ -1,0 +1,62 @@
+"""Predicted speed-ups on named GPUs from counted work (pure functions).
+
+Each counted op is charged max(its FLOPs / peak dense bf16 FLOP/s, its bytes / memory bandwidth) plus
+a launch cost; a phase's predicted time is the sum over its ops, and the prediction for a method is
+its predicted time over ``full``'s, per prefill and per decode step. Bytes counted on an fp32 run are
+halved for a bf16 GPU (the counter's ``bytes_scale``).
+
+What this cannot see: fused kernels (a fused dequantise-attention kernel never writes the dequantised
+cache: the counts charge that traffic), overlap of compute and memory, and time spent waiting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    bf16_flops: float  # dense (no sparsity), FLOP/s
+    bandwidth: float  # bytes/s
+    source: str
+
+
+# Vendors' datasheets (dense bf16 Tensor Core throughput, i.e. the sparsity figure halved; HBM/GDDR bandwidth).
+GPUS = (
+    GPU("H100 SXM", 989e12, 3.35e12, "NVIDIA H100 Tensor Core GPU datasheet: BF16 1,979 TFLOPS with sparsity; 3.35 TB/s"),
+    GPU("H200", 989e12, 4.8e12, "NVIDIA H200 Tensor Core GPU datasheet (SXM): BF16 1,979 TFLOPS with sparsity; 4.8 TB/s"),
+    GPU("A100 80GB", 312e12, 2.039e12, "NVIDIA A100 Tensor Core GPU datasheet (80GB SXM): BF16 312 TFLOPS; 2,039 GB/s"),
+    GPU("L40S", 362.05e12, 0.864e12, "NVIDIA L40S datasheet: BF16 733 TFLOPS with sparsity (362.05 dense); 864 GB/s"),
+    GPU("L4", 121e12, 0.3e12, "NVIDIA L4 datasheet: BF16 242 TFLOPS with sparsity; 300 GB/s"),
+)
+LAUNCH_S = 4e-6  # per kernel launch: an assumption (typical CUDA launch latency), not a datasheet figure
+
+
+def roofline_s(flops: float, nbytes: float, gpu: GPU) -> float:
+    """One compute op's roofline time: max(FLOPs / peak, bytes / bandwidth)."""
+    return max(flops / gpu.bf16_flops, nbytes / gpu.bandwidth)
+
+
+def phase_time(work, phase: str, gpu: GPU) -> float:
+    """Predicted seconds of one phase: each compute op's roofline (counted per op), the other ops'
+    bytes at full bandwidth, and one launch per op."""
+    t = 0.0
+    for c in work.counts.get(phase, {}).values():
+        t += c.get(f"roof:{gpu.name}", 0.0) + c.get("mem_bytes", 0) * work.bytes_scale / gpu.bandwidth \
+            + c.get("ops", 0) * LAUNCH_S
+    return t
+
+
+def predicted_ratios(method_work, full_work, gpus=GPUS) -> dict:
+    """``{gpu: {"prefill": method/full, "decode": method/full per step}}``: > 1 means slower."""
+    out = {}
+    for gpu in gpus:
+        row = {"prefill": phase_time(method_work, "prefill", gpu) / phase_time(full_work, "prefill", gpu)}
+        msteps = [p for p in method_work.phases() if p.startswith("decode")]
+        fsteps = [p for p in full_work.phases() if p.startswith("decode")]
+        if msteps and fsteps:
+            m = sum(phase_time(method_work, p, gpu) for p in msteps) / len(msteps)
+            f = sum(phase_time(full_work, p, gpu) for p in fsteps) / len(fsteps)
+            row["decode"] = m / f
+        out[gpu.name] = row
+    return out
