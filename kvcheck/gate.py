@@ -76,7 +76,7 @@ class Gate:
         s = self.session
         test_file = self.request.node.nodeid.split("::")[0]
         return jd.Context(suite=suite_name, method_id=method.id, header=header(s, suite_name, method),
-                          path=str(stored_path), machine=s.machine_key,
+                          path=str(stored_path), machine=s.machine_key, software=s.software_key,
                           provenance=provenance(s),
                           accept=f"pytest {test_file} -k '{method.id}' --kvcheck-update=",
                           update=s.update, strict_perf=s.strict_perf)

@@ -167,6 +167,7 @@ class Measured:
     flip_rate: float | None = None  # with alpha: the binomial flip test (see flip_allowance)
     alpha: float | None = None
     skip_reason: str | None = None  # throughput: why timings were not measured (the test then skips)
+    work: dict | None = None  # name -> metric, counted work: stored per software path
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class Context:
     accept: str
     update: str | None = None  # None | "new" | "all" | "perf"
     strict_perf: bool = False
+    software: str = ""  # the software path counted work is stored under (kvcheck.machine.software_key)
 
 
 @dataclass
@@ -202,7 +204,13 @@ def document(ctx: Context, measured: Measured, schema: int) -> dict:
         data["samples"] = measured.samples
     if measured.perf is not None:
         data["perf"] = {ctx.machine: {"metrics": measured.perf, "provenance": dict(ctx.provenance)}}
+    if measured.work is not None:
+        data["work"] = {ctx.software: _work_entry(ctx, measured)}
     return data
+
+
+def _work_entry(ctx: Context, measured: Measured) -> dict:
+    return {"metrics": measured.work, "provenance": dict(ctx.provenance)}
 
 
 def untimed_reason(stored: Mapping | None, ctx: Context) -> str | None:
@@ -233,14 +241,15 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
         return Verdict(fail=f"kvcheck: baseline {ctx.path} holds {stored['key'].get('method_id')!r} in "
                             f"{stored['key'].get('suite')!r}, not {mid!r} in {suite!r} (copied or renamed by hand?); "
                             "restore it from version control, or delete it and rerun with --kvcheck-update=new.")
-    broken = sorted(n for n, m in {**measured.metrics, **(measured.perf or {})}.items()
+    broken = sorted(n for n, m in {**measured.metrics, **(measured.perf or {}), **(measured.work or {})}.items()
                     if m.get("value") is not None and not math.isfinite(m["value"]))
     if broken:
         return Verdict(rows=compare(stored["metrics"] if stored else {}, measured.metrics, mid, suite),
                        fail=f"kvcheck: {mid} measured a non-finite {', '.join(broken)} in {suite}; nothing was "
                             "written. A method that yields NaN or inf is broken: fix it, then rerun.")
     if stored is None:
-        rows = compare({}, measured.metrics, mid, suite) + compare({}, measured.perf or {}, mid, suite)
+        rows = (compare({}, measured.metrics, mid, suite) + compare({}, measured.perf or {}, mid, suite)
+                + compare({}, measured.work or {}, mid, suite))
         fail = None if update in ("new", "all") else (
             f"kvcheck: no baseline for {mid} in {suite}; new baseline written to {ctx.path}. "
             "Review it and commit it (or run with --kvcheck-update=new to accept new baselines).")
@@ -281,15 +290,32 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
     elif measured.skip_reason:
         perf_note = measured.skip_reason
     rows += perf_rows
+    work_rows, work_note = [], None
+    if measured.work is not None:
+        entry = (stored.get("work") or {}).get(ctx.software)
+        if entry is None:
+            work_note = (f"no counted-work baseline for software path {ctx.software!r} in {ctx.path} (work not "
+                         "gated); record one with --kvcheck-update=new on this path")
+        else:
+            work_rows = compare(entry["metrics"], measured.work, mid, suite)
+    rows += work_rows
     verdict = Verdict(rows=rows)
     if update == "all":
         data = document(ctx, measured, schema)
         data["perf"] = stored.get("perf") or {}  # perf is only ever written with --kvcheck-update=perf
-        if any(data.get(k) != stored.get(k) for k in ("metrics", "samples", "details")):
+        if measured.work is not None:  # this path's entry rewritten, the other paths' kept
+            data["work"] = {**(stored.get("work") or {}), ctx.software: _work_entry(ctx, measured)}
+        if any(data.get(k) != stored.get(k) for k in ("metrics", "samples", "details")) or (
+                measured.work is not None and (stored.get("work") or {}).get(ctx.software, {}).get("metrics")
+                != measured.work):
             verdict.write = data
         return verdict
-    if update == "perf" and measured.perf is not None:
+    if work_note and update in ("new", "perf"):  # a missing entry is a missing baseline: record it
         data = dict(stored)
+        data["work"] = {**(stored.get("work") or {}), ctx.software: _work_entry(ctx, measured)}
+        verdict.write, work_note = data, None
+    if update == "perf" and measured.perf is not None:
+        data = dict(verdict.write or stored)
         data["perf"] = {**(stored.get("perf") or {}),
                         ctx.machine: {"metrics": measured.perf, "provenance": dict(ctx.provenance)}}
         verdict.write = data
@@ -303,9 +329,11 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
                         f"  baseline: {ctx.path}\n{format_rows(shown)}\n" + (flip_text + "\n" if flip_text else "")
                         + f"  if the change is intended, accept it with: {ctx.accept}"
                         + ("perf" if only_perf else "all"))
-    elif perf_note:
+    elif work_note or (perf_note and (not work_rows or ctx.strict_perf)):
+        # counted work judged here is the throughput verdict: missing timings alone then do not skip it
+        note = "; ".join(n for n in (work_note, perf_note) if n)
         if ctx.strict_perf:
-            verdict.fail = f"kvcheck: {perf_note}"
+            verdict.fail = f"kvcheck: {note}"
         else:
-            verdict.skip = perf_note
+            verdict.skip = note
     return verdict

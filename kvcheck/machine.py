@@ -24,3 +24,18 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def software_key(device: torch.device, dtype_name: str) -> str:
+    """The software path counted work is stored under: what decides which ops run and on what shapes
+    (device type, dtype, the attention kernel, torch and transformers minor versions), not the
+    hardware. Counts on one path are the same on any machine."""
+    import transformers
+
+    from .attention import _flash
+
+    attn = "flash" if device.type == "cuda" and dtype_name in ("float16", "bfloat16") and _flash() else "sdpa"
+    minor = lambda v: ".".join(v.split("+")[0].split(".")[:2])  # noqa: E731
+    parts = [device.type, dtype_name, attn, f"torch{minor(torch.__version__)}",
+             f"transformers{minor(transformers.__version__)}"]
+    return re.sub(r"[^A-Za-z0-9.+=-]+", "_", "-".join(parts))

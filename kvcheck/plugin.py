@@ -157,6 +157,12 @@ class KvcheckSession:
         return machine_key(self.device, self.dtype_name)
 
     @property
+    def software_key(self) -> str:
+        from .machine import software_key
+
+        return software_key(self.device, self.dtype_name)
+
+    @property
     def device_name(self) -> str:
         from .machine import device_name
 

@@ -167,35 +167,48 @@ class Runner:
         return Raw({k: s[k] for k in names}, {k: n for k in names}, samples=samples)
 
     # ---- throughput --------------------------------------------------------------------------
+    def _count(self, method, batch, length, steps):
+        from .bench import prompt_ids
+        from .work import count_run
+
+        return count_run(self.lm, prompt_ids(self.lm, batch, length), method, steps)
+
     def measure_throughput(self, method, grid=None, repeats=None, decode_steps: int = 4,
-                           untimed: str | None = None) -> Raw:
-        """KV bytes held / full at each grid point, and (``timed``) prefill / decode time ratios to full.
-        With ``untimed`` (the reason), each point is one run of full (once per session) and one of the
-        method: timings that no perf baseline of this machine would judge are not measured at all."""
-        from .bench import measure_point, prompt_ids, time_run, weight_bytes
+                           untimed: str | None = None, work_steps: int = 8) -> Raw:
+        """KV bytes held / full after prefill and their growth over ``work_steps`` decode steps, the
+        counted work (:mod:`kvcheck.work`, at the grid's first point: the method region per prefill and
+        per decode step, KV-path bytes, host syncs) with its predicted GPU speed-ups, and (``timed``)
+        prefill / decode time ratios to full. With ``untimed`` (the reason), no timing is measured:
+        timings that no perf baseline of this machine would judge are not measured at all."""
+        from .bench import measure_point, weight_bytes
+        from .metrics import roofline
         from .metrics import throughput as tp
+        from .metrics.work import work_metrics
 
         grid = grid or self.tier.throughput_grid
         repeats = repeats or self.tier.repeats
-        values, perf, details = {}, {}, {}
-        for batch, length in grid:
+        values, perf, details, work = {}, {}, {}, None
+        for i, (batch, length) in enumerate(grid):
             tag = f"b{batch}-L{length}"
+            key = ("work-full", batch, length, work_steps)
+            if key not in self._refs:
+                self._refs[key] = self._count(Full(), batch, length, work_steps)
+            full, m = self._refs[key], self._count(method, batch, length, work_steps)
+            values[f"{tag}.kv_ratio"] = m.kv_ratio
+            values[f"{tag}.kv_growth"] = m.kv_bytes_end / m.kv_bytes_prefill
+            details[tag] = {"decode_bound": round(tp.decode_bound(weight_bytes(self.lm.model), full.kv_bytes_prefill,
+                                                                  m.kv_bytes_prefill), 4),
+                            "predicted": {g: {k: round(v, 4) for k, v in r.items()}
+                                          for g, r in roofline.predicted_ratios(m.work, full.work).items()}}
+            if i == 0:
+                work = work_metrics(m.work)
+                details["work_point"] = {"point": tag, "decode_steps": work_steps}
             if untimed:
-                ids = prompt_ids(self.lm, batch, length)
-                key = ("bytes-full", batch, length, decode_steps)
-                if key not in self._refs:
-                    self._refs[key] = time_run(self.lm, ids, Full(), decode_steps)
-                full, m = self._refs[key], time_run(self.lm, ids, method, decode_steps)
-                values[f"{tag}.kv_ratio"] = m.kv_ratio
-                details[tag] = {"decode_bound": round(tp.decode_bound(weight_bytes(self.lm.model), full.kv_bytes,
-                                                                      m.kv_bytes), 4)}
                 continue
             p = measure_point(self.lm, method, batch, length, repeats, decode_steps)
-            values[f"{tag}.kv_ratio"] = p.kv_ratio
             perf[f"{tag}.prefill_ratio"] = p.prefill_ratio
             perf[f"{tag}.decode_ratio"] = p.decode_ratio
             perf[f"{tag}.compress_share"] = p.compress_share
-            details[tag] = {"decode_bound": round(p.decode_bound, 4)}  # from bytes: timing-free
         if untimed:
-            return Raw(values, details=details, skip_reason=untimed)
-        return Raw(values, perf=perf, details=details)
+            return Raw(values, details=details, skip_reason=untimed, work=work)
+        return Raw(values, perf=perf, details=details, work=work)

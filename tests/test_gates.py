@@ -43,6 +43,14 @@ class SlowScore(SnapKV):
         return super().score(inputs)
 
 
+class NoDecodeEviction(StreamingLLM):
+    """streaming_llm that claims no decode-time eviction: it stops evicting once it generates."""
+    @property
+    def capabilities(self):
+        import dataclasses
+        return dataclasses.replace(super().capabilities, evicts_on_decode=False)
+
+
 if PLANT == "eos":  # a method under which the model never ends its answer
     _forward = engine.forward
 
@@ -62,7 +70,8 @@ def full():
 
 @kvcheck.method(params=[0.5])
 def streaming_llm(r):
-    return (NoSinks if PLANT == "sinks" else StreamingLLM)(compression_ratio=r, sinks=4)
+    cls = {"sinks": NoSinks, "grow": NoDecodeEviction}.get(PLANT, StreamingLLM)
+    return cls(compression_ratio=r, sinks=4)
 
 
 @kvcheck.method(params=[0.5])
@@ -141,16 +150,35 @@ def test_three_times_slower_scoring_fails_throughput(project):
     out = r.stdout.str()
     r.assert_outcomes(passed=1, failed=1, skipped=2)
     assert "snapkv-r0.5-w16-k5-pavg regressed in throughput on" in out and "compress_share" in out
-    assert "--kvcheck-update=perf" in out
-    # without perf entries for this machine the timings are not measured: KV bytes are gated, then a skip
+    assert "work.prefill.method_flops" in out
+    # without perf entries for this machine the timings are not measured: the counted work fails it alone
     for path in (project.path / "baselines").rglob("*.json"):
         data = json.loads(path.read_text())
         data["perf"] = {}
         path.write_text(json.dumps(data))
     r = run(project, "suites/test_throughput.py", "--kvcheck-methods", "full,snapkv", "-rs", plant="slow")
+    r.assert_outcomes(passed=1, failed=1, skipped=2)
+    out = r.stdout.str()
+    assert "regressed in throughput on" in out and "work.prefill.method_ops" in out and "compress_share" not in out
+    # on another software path (no counted-work entry either): KV bytes gated, then a skip saying why
+    for path in (project.path / "baselines").rglob("*.json"):
+        data = json.loads(path.read_text())
+        data["work"] = {"cuda-bfloat16-flash-torch9.9-transformers9.9": next(iter(data["work"].values()))}
+        path.write_text(json.dumps(data))
+    r = run(project, "suites/test_throughput.py", "--kvcheck-methods", "full,snapkv", "-rs", plant="slow")
     r.assert_outcomes(skipped=4)
     out = r.stdout.str()
+    assert "no counted-work baseline for software path 'cpu-float32-sdpa" in out
     assert "timings not measured; KV bytes gated" in out and "b1-L256.kv_ratio" in out
+
+
+def test_eviction_stopped_while_generating_fails_throughput(project):
+    """Outputs may stay good; the bytes held still grow past the budget, and the gate says so."""
+    accept(project, "test_throughput.py", "full,streaming_llm")
+    r = run(project, "suites/test_throughput.py", "--kvcheck-methods", "full,streaming_llm", plant="grow")
+    r.assert_outcomes(passed=1, failed=1, skipped=2)
+    out = r.stdout.str()
+    assert "streaming_llm-r0.5-s4 regressed in throughput on" in out and "b1-L256.kv_growth" in out
 
 
 def test_missing_baseline_is_written_and_fails_then_passes(project):

@@ -150,3 +150,34 @@ def test_flips_are_one_implementation():
     f = jd.flips({"2": True, "10": True, "a": False}, {"2": False, "10": False, "a": True, "b": True})
     assert (f.lost, f.gained, f.missing) == (["2", "10"], ["a"], ["b"])
     assert jd.flipped({"x": {"correct": True}}, {"x": {"correct": False}}) == (["x"], [])
+
+
+# ---- counted work: stored per software path ------------------------------------------------------
+
+def _work(ops=100.0):
+    return {"work.prefill.method_ops": jd.metric(ops, 0.02 * ops, "lower")}
+
+
+def test_counted_work_is_judged_on_its_software_path_and_gives_the_verdict_without_timings():
+    doc = {**stored(), "metrics": {"m": jd.metric(1, 0, "equal")}, "work": {"cpu-sdpa": {"metrics": _work()}}}
+    m = lambda ops: jd.Measured({"m": jd.metric(1, 0, "equal")}, work=_work(ops), skip_reason="no perf entry")  # noqa: E731
+    ok = jd.judge(doc, m(100.0), ctx(software="cpu-sdpa"), SCHEMA)
+    assert ok.fail is None and ok.skip is None  # the work verdict stands; missing timings do not skip it
+    bad = jd.judge(doc, m(103.0), ctx(software="cpu-sdpa"), SCHEMA)
+    assert "regressed in accuracy on work.prefill.method_ops" in bad.fail and bad.fail.endswith("--kvcheck-update=all")
+    other = jd.judge(doc, m(300.0), ctx(software="cuda-flash"), SCHEMA)
+    assert other.fail is None and "no counted-work baseline for software path 'cuda-flash'" in other.skip
+
+
+def test_counted_work_entries_are_added_per_path_and_kept_for_other_paths():
+    doc = {**stored(), "metrics": {"m": jd.metric(1, 0, "equal")}, "work": {"cpu-sdpa": {"metrics": _work()}}}
+    m = jd.Measured({"m": jd.metric(1, 0, "equal")}, work=_work(50.0))
+    new = jd.judge(doc, m, ctx(software="cuda-flash", update="new"), SCHEMA)
+    assert new.fail is None and new.skip is None
+    assert set(new.write["work"]) == {"cpu-sdpa", "cuda-flash"} and new.write["work"]["cpu-sdpa"] == doc["work"]["cpu-sdpa"]
+    rewritten = jd.judge(doc, m, ctx(software="cpu-sdpa", update="all"), SCHEMA)
+    assert rewritten.write["work"]["cpu-sdpa"]["metrics"] == _work(50.0)
+    assert jd.judge(doc, jd.Measured({"m": jd.metric(1, 0, "equal")}, work=_work()), ctx(software="cpu-sdpa", update="all"),
+                    SCHEMA).write is None  # nothing moved: nothing written
+    first = jd.judge(None, m, ctx(software="cpu-sdpa", update="new"), SCHEMA)
+    assert first.write["work"] == {"cpu-sdpa": {"metrics": _work(50.0), "provenance": {"written": "now"}}}

@@ -103,6 +103,7 @@ class Raw:
     perf: dict | None = None
     details: dict = field(default_factory=dict)
     skip_reason: str | None = None
+    work: dict | None = None  # counted work (kvcheck.work), stored per software path
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Suite:
     rules: tuple[Rule, ...]
     samples: SampleRule | None = None
     perf: tuple[Rule, ...] = ()  # timing metrics: stored per machine
+    work: tuple[Rule, ...] = ()  # counted-work metrics: stored per software path
     feeds_negatives: bool = False  # its per-sample scores feed the negative-sample gate
     noise: NoiseRule | None = None  # None: deterministic values (bytes), no noise floor
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -132,16 +134,17 @@ class Suite:
     def timed(self) -> bool:
         return bool(self.perf)
 
-    def rule(self, name: str, perf: bool = False) -> Rule:
-        for r in self.perf if perf else self.rules:
+    def rule(self, name: str, perf: bool = False, work: bool = False) -> Rule:
+        for r in self.work if work else self.perf if perf else self.rules:
             if fnmatch.fnmatchcase(name, r.pattern):
                 return r
         raise KeyError(f"suite {self.name!r} has no tolerance rule for metric {name!r}")
 
-    def _metrics(self, values: Mapping, counts: Mapping, perf: bool = False, noise: Mapping | None = None) -> dict:
+    def _metrics(self, values: Mapping, counts: Mapping, perf: bool = False, noise: Mapping | None = None,
+                 work: bool = False) -> dict:
         out = {}
         for name, v in values.items():
-            r = self.rule(name, perf)
+            r = self.rule(name, perf, work)
             tol = r.tolerance(v, counts.get(name))
             spread = None if noise is None else noise.get(name)
             if spread is not None and v is not None:
@@ -168,7 +171,8 @@ class Suite:
         return Measured(self._metrics(raw.values, raw.counts, noise=noise), samples=samples,
                         perf=None if raw.perf is None else self._metrics(raw.perf, raw.counts, perf=True),
                         details=raw.details, flip_rate=self.samples.flip_rate if self.samples else None,
-                        alpha=self.samples.alpha if self.samples else None, skip_reason=raw.skip_reason)
+                        alpha=self.samples.alpha if self.samples else None, skip_reason=raw.skip_reason,
+                        work=None if raw.work is None else self._metrics(raw.work, raw.counts, work=True))
 
 
 def noise_floor(raw: Raw, variants: Sequence[Raw]) -> dict:

@@ -61,10 +61,16 @@ _TIMINGS = (Rule("*.prefill_ratio", "lower", absolute(0.25)),
             Rule("*.decode_ratio", "lower", absolute(0.25)),
             Rule("*.compress_share", "lower", relative(0.3, 0.005)))
 
+# Counted work is exact on one software path: 2 % catches a scorer doing a third more work, and
+# nothing on clean code moves it. kv_path_growth: the last decode step's KV-path bytes over the first's.
+_WORK = (Rule("work.decode.kv_path_growth", "lower", relative(0.02, 1e-6)),
+         Rule("work.*", "lower", relative(0.02, 0.5)))
+
 THROUGHPUT = Suite(
     "throughput", _throughput,
-    rules=(Rule("*.kv_ratio", "lower", absolute(0.005)),),
-    perf=_TIMINGS)
+    rules=(Rule("*.kv_ratio", "lower", absolute(0.005)),
+           Rule("*.kv_growth", "lower", absolute(0.005))),  # bytes held after the counted decode steps / after prefill
+    perf=_TIMINGS, work=_WORK)
 
 GPU_GRID = tuple((b, n) for b in (1, 4, 16) for n in (1024, 4096, 8192))
 THROUGHPUT_GPU = THROUGHPUT.with_(name="throughput-gpu",
