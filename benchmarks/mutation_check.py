@@ -18,9 +18,11 @@ The copy's ``kvcheck`` is the one imported: each run is ``python -m pytest`` wit
 directory and first on ``PYTHONPATH`` (an editable install's finder comes after the path on
 ``sys.meta_path``); the script checks it once per copy and prints the module path.
 
-The throughput suite gates timings only against this machine's perf entries, which the committed
-baselines do not hold: the slow-scoring mutant first records them on the unchanged copy
-(``--kvcheck-update=perf``), runs the unchanged throughput suite once as a control, then the mutant.
+The throughput suite gates counted work (:mod:`kvcheck.work`) against the committed baselines on
+every runner, so the work mutants (slow scoring, a Python loop, repeated dequantisation, eviction
+stopped while generating) run with no perf entry for this machine. A mutant marked ``perf`` would
+first record this machine's perf entries on the unchanged copy (``--kvcheck-update=perf``) and run
+the unchanged throughput suite once as a control.
 """
 from __future__ import annotations
 
@@ -109,7 +111,25 @@ MUTANTS = [
            "    def score(self, inputs: ScoreInputs) -> torch.Tensor:\n"
            "        self._score(inputs)\n        self._score(inputs)\n        return self._score(inputs)\n\n"
            "    def _score(self, inputs: ScoreInputs) -> torch.Tensor:\n        t = inputs.keys.shape[2]",
-           "snapkv-r0.5-w16-k5-pavg", perf=True),
+           "snapkv-r0.5-w16-k5-pavg"),
+    Mutant("python-loop-scorer", "knorm's scorer walks every token in a Python loop (same scores)",
+           "kvcheck/methods/knorm.py",
+           "        return -inputs.keys.float().norm(dim=-1)",
+           "        s = -inputs.keys.float().norm(dim=-1)\n"
+           "        for _ in range(s.shape[-1]):\n            pass\n        return s",
+           "knorm-r0.5"),
+    Mutant("dequant-repeated", "the quantised cache decodes its codes three times per forward (same values)",
+           "kvcheck/cache/quantized.py",
+           "            dk, dv = self.method.dequantize(self.qk, self.dtype), self.method.dequantize(self.qv, self.dtype)",
+           "            for _ in range(2):\n"
+           "                self.method.dequantize(self.qk, self.dtype), self.method.dequantize(self.qv, self.dtype)\n"
+           "            dk, dv = self.method.dequantize(self.qk, self.dtype), self.method.dequantize(self.qv, self.dtype)",
+           "kivi-b2-g64-res32"),
+    Mutant("stops-evicting-on-decode", "decode-time eviction never runs: the cache grows past its budget while generating",
+           "kvcheck/cache/eviction.py",
+           "        if self.over_budget():\n            scores = self.method.decode_scores(",
+           "        if False and self.over_budget():\n            scores = self.method.decode_scores(",
+           "streaming_llm-r0.5-s4"),
     Mutant("masked-not-freed", "eviction masks the evicted slots at prefill but keeps them in memory",
            "kvcheck/cache/eviction.py",
            "self.select(scores, self.budget, int(self.budget.max()))",

@@ -1,5 +1,7 @@
 """``kvcheck bench``: prefill/decode throughput, TTFT, TPOT, end-to-end latency, peak memory and KV
-bytes of methods over a batch × length grid, each as a ratio to ``full`` measured in the same run."""
+bytes of methods over a batch × length grid, each as a ratio to ``full`` measured in the same run;
+then the counted work of each point (:mod:`kvcheck.work`) and the speed-ups it predicts on named GPUs
+(:mod:`kvcheck.metrics.roofline`)."""
 from __future__ import annotations
 
 from ..errors import KvcheckError
@@ -23,6 +25,7 @@ def add_arguments(p) -> None:
                    help="wall: elapsed time (CUDA events on GPU); cpu: process CPU time, for CPU runs on a "
                         "shared machine (use with --threads 1)")
     p.add_argument("--threads", type=int, help="torch intra-op threads on CPU (default: torch's)")
+    p.add_argument("--no-work", action="store_true", help="skip the counted work and GPU predictions")
     p.add_argument("--json", help="write every point to this file (input to `kvcheck report`)")
     p.add_argument("--quiet", action="store_true")
 
@@ -61,6 +64,40 @@ def format_points(points) -> str:
     return "\n".join(lines)
 
 
+WORK_COLUMNS = (
+    Column("method", "method", 40, clip=True),
+    Column("b", "batch", 3, ">"),
+    Column("len", "length", 6, ">"),
+    Column("ops", lambda r: r["work"]["work.prefill.method_ops"], 7, ">", ".0f"),
+    Column("GFLOP", lambda r: r["work"]["work.prefill.method_flops"] / 1e9, 7, ">", ".3f"),
+    Column("MB", lambda r: r["work"]["work.prefill.method_bytes"] / 1e6, 8, ">", ".1f"),
+    Column("py", lambda r: r["work"]["work.prefill.method_py_lines"], 7, ">", ".0f"),
+    Column("ops/st", lambda r: r["work"].get("work.decode.method_ops"), 7, ">", number(".0f")),
+    Column("MB/st", lambda r: r["work"].get("work.decode.method_bytes", 0) / 1e6, 7, ">", ".2f"),
+    Column("KV MB/st", lambda r: r["work"].get("work.decode.kv_path_bytes", 0) / 1e6, 8, ">", ".2f"),
+    Column("syncs/st", lambda r: r["work"].get("work.decode.syncs"), 8, ">", number(".1f")),
+)
+
+
+def _predicted_columns(gpus) -> tuple:
+    cols = [Column("method", "method", 40, clip=True), Column("b", "batch", 3, ">"), Column("len", "length", 6, ">")]
+    for g in gpus:
+        cols.append(Column(f"{g}", lambda r, g=g: f"{r['predicted'][g]['prefill']:.2f}/"
+                                                  f"{r['predicted'][g].get('decode', float('nan')):.2f}", 12, ">"))
+    return tuple(cols)
+
+
+def format_work(rows) -> str:
+    """The counted work of each point (method region: prefill, then per decode step) and the predicted
+    prefill/decode time ratios to full on each named GPU."""
+    lines = ["counted work of the method region (prefill; per decode step /st), KV-path bytes per step, host syncs:"]
+    lines += render(WORK_COLUMNS, rows)
+    gpus = list(rows[0]["predicted"]) if rows else []
+    lines += ["", "predicted time ratio to full, prefill/decode, from the counted work (roofline; > 1: slower):"]
+    lines += render(_predicted_columns(gpus), rows)
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     import torch
 
@@ -95,10 +132,36 @@ def run(args) -> int:
     print(f"model={lm.name} device={lm.device} dtype={str(lm.dtype).replace('torch.', '')} clock={args.clock}"
           + (f" threads={torch.get_num_threads()}" if lm.device.type == "cpu" else ""))
     print(format_points(points))
+    work_rows = [] if args.no_work else _count(lm, methods, batches, lengths, args.decode_steps, args.quiet)
+    if work_rows:
+        print()
+        print(format_work(work_rows))
     if args.json:
         from ..machine import machine_key
 
         write_json_atomic(args.json, {"kind": "kvcheck-bench", "model": lm.name,
                                       "machine": machine_key(lm.device, str(lm.dtype).replace("torch.", "")),
-                                      "points": [p.as_dict() for p in points]})
+                                      "points": [p.as_dict() for p in points], "work": work_rows})
     return 0
+
+
+def _count(lm, methods, batches, lengths, steps, quiet) -> list[dict]:
+    from ..bench import prompt_ids
+    from ..methods.full import Full
+    from ..metrics.roofline import predicted_ratios
+    from ..metrics.work import work_metrics
+    from ..work import count_run
+
+    rows = []
+    with bar(len(batches) * len(lengths) * (len(methods) + 1), "counting work", quiet, unit="run") as pb:
+        for b in batches:
+            for n in lengths:
+                ids = prompt_ids(lm, b, n)
+                full = count_run(lm, ids, Full(), steps)
+                pb.update(1)
+                for m in methods:
+                    c = full if m.id == "full" else count_run(lm, ids, m, steps)
+                    pb.update(1)
+                    rows.append({"method": m.id, "batch": b, "length": n, "work": work_metrics(c.work),
+                                 "predicted": predicted_ratios(c.work, full.work)})
+    return rows
