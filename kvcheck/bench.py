@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import engine
+from . import engine, work
 from .cache import CompressedCache, kv_ratio
 from .errors import KvcheckError
 from .methods.full import Full
@@ -190,3 +190,48 @@ def measure_point(lm, method, batch: int, length: int, repeats: int = 5, decode_
         decode_speedup=statistics.median(fd) / tpot, prefill_tok_s=batch * length / ttft,
         decode_tok_s=batch / tpot, ttft_s=ttft, tpot_s=tpot, e2e_s=ttft + decode_steps * tpot,
         peak_mem_ratio=peak, prefill_spread=tp.spread(mp), decode_spread=tp.spread(md))
+
+
+@dataclass
+class Counted:
+    """One counted run: the work, and the KV bytes held after prefill and after the last decode step
+    (real bytes; ``kv_ratio`` is the fp16-equivalent held / a full cache's, after prefill)."""
+
+    work: work.Work
+    kv_bytes_prefill: int
+    kv_bytes_end: int
+    kv_ratio: float
+
+
+@torch.inference_mode()
+def count_run(lm, ids: torch.Tensor, method, decode_steps: int, warmup: bool = True) -> Counted:
+    """Count one prefill of ``ids`` ``[b, t]`` and ``decode_steps`` greedy steps through ``method``'s
+    cache, after one short uncounted warm-up run, which settles lazy initialisation."""
+    model, dev = lm.model, lm.device
+    one = torch.ones(ids.shape[0], 1, dtype=torch.bool, device=dev)
+
+    def run(counter, steps, ids=ids):
+        b, t = ids.shape
+        valid = torch.ones(b, t, dtype=torch.bool, device=dev)
+        positions = torch.arange(t, device=dev)[None].expand(b, t)
+        cache = CompressedCache(method, model.config.num_hidden_layers)
+        nxt = engine.forward(model, ids, positions, valid, cache)[:, -1].argmax(-1)
+        if counter is not None:
+            counter.paused = True
+        held, ratio = cache.kv_bytes(), kv_ratio(cache, model.config, t, b)
+        if counter is not None:
+            counter.paused = False
+        for step in range(steps):
+            if counter is not None:
+                counter.phase(f"decode{step}")
+            pos = torch.full((b, 1), t + step, device=dev)
+            nxt = engine.forward(model, nxt[:, None], pos, one, cache)[:, -1].argmax(-1)
+        return cache, held, ratio
+
+    if warmup:  # a short prompt and two steps reach every lazily initialised path
+        run(None, min(2, decode_steps), ids[:, :min(ids.shape[1], 64)])
+    with work.WorkCounter(bytes_scale=0.5 if model.dtype == torch.float32 else 1.0) as wc:
+        cache, held, ratio = run(wc, decode_steps)
+        wc.paused = True
+        end = cache.kv_bytes()
+    return Counted(wc.work, held, end, ratio)

@@ -169,7 +169,7 @@ class Runner:
     # ---- throughput --------------------------------------------------------------------------
     def _count(self, method, batch, length, steps):
         from .bench import prompt_ids
-        from .work import count_run
+        from .bench import count_run
 
         return count_run(self.lm, prompt_ids(self.lm, batch, length), method, steps)
 

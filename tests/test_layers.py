@@ -10,10 +10,10 @@ PKG = Path(__file__).resolve().parents[1] / "kvcheck"
 
 # lowest first; a module is placed by the longest prefix listed
 LAYERS = [
-    ["errors", "defaults", "io", "tables", "tiers", "progress"],
+    ["errors", "defaults", "io", "tables", "tiers", "progress", "gpus"],
     ["judge"],
     ["store", "baseline"],
-    ["layer_api", "quant"],
+    ["layer_api", "quant", "work"],  # work: the op counter and its regions, entered by the cache
     ["methods", "build"],
     ["cache", "attention", "adapters"],
     ["tasks", "metrics", "negatives"],  # prompts in, scores out: pure, below the engine that runs them

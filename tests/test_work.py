@@ -97,7 +97,7 @@ def ids(tiny_lm):
 
 
 def figures(lm, ids, method, steps=4):
-    return work_metrics(work.count_run(lm, ids, method, steps).work)
+    return work_metrics(bench.count_run(lm, ids, method, steps).work)
 
 
 def test_counts_are_the_same_across_runs_and_threads(tiny_lm, ids):
@@ -105,9 +105,9 @@ def test_counts_are_the_same_across_runs_and_threads(tiny_lm, ids):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        a = work.count_run(tiny_lm, ids, m, 4).work.counts
+        a = bench.count_run(tiny_lm, ids, m, 4).work.counts
         torch.set_num_threads(2)
-        b = work.count_run(tiny_lm, ids, m, 4).work.counts
+        b = bench.count_run(tiny_lm, ids, m, 4).work.counts
     finally:
         torch.set_num_threads(threads)
     assert a == b
@@ -120,8 +120,8 @@ def test_full_does_no_method_work(tiny_lm, ids):
 
 
 def test_a_scorer_three_times_slower_moves_the_method_region_not_the_total(tiny_lm, ids):
-    base = work.count_run(tiny_lm, ids, KNorm(compression_ratio=0.5), 2).work
-    slow = work.count_run(tiny_lm, ids, TripleScore(compression_ratio=0.5), 2).work
+    base = bench.count_run(tiny_lm, ids, KNorm(compression_ratio=0.5), 2).work
+    slow = bench.count_run(tiny_lm, ids, TripleScore(compression_ratio=0.5), 2).work
     b, s = work_metrics(base), work_metrics(slow)
     assert s["work.prefill.method_bytes"] > 1.2 * b["work.prefill.method_bytes"]  # the gate: 2 %
     assert s["work.prefill.method_ops"] > 1.1 * b["work.prefill.method_ops"]
@@ -136,8 +136,8 @@ def test_a_python_loop_in_a_scorer_shows_as_python_work(tiny_lm, ids):
 
 
 def test_quantised_decode_reads_its_whole_cache_every_step(tiny_lm, ids):
-    full = work.count_run(tiny_lm, ids, Full(), 4).work
-    kivi = work.count_run(tiny_lm, ids, KIVI(bits=2, group_size=32, residual=16), 4).work
+    full = bench.count_run(tiny_lm, ids, Full(), 4).work
+    kivi = bench.count_run(tiny_lm, ids, KIVI(bits=2, group_size=32, residual=16), 4).work
     f = work_metrics(kivi)
     assert f["work.decode.method_bytes"] > 0 and f["work.decode.method_ops"] > 0
     assert f["work.decode.kv_path_bytes"] > work_metrics(full)["work.decode.kv_path_bytes"]
@@ -150,8 +150,8 @@ def test_eviction_while_generating_holds_its_budget_not_every_token(tiny_lm, ids
     """StreamingLLM keeps 1 − r of the tokens seen while it generates: its cache grows by half a token
     per step where a prefill-only eviction keeps every generated token."""
     steps = 6
-    live = work.count_run(tiny_lm, ids, StreamingLLM(compression_ratio=0.5, sinks=4), steps)
-    once = work.count_run(tiny_lm, ids, SnapKV(compression_ratio=0.5, window=8, kernel=3), steps)
+    live = bench.count_run(tiny_lm, ids, StreamingLLM(compression_ratio=0.5, sinks=4), steps)
+    once = bench.count_run(tiny_lm, ids, SnapKV(compression_ratio=0.5, window=8, kernel=3), steps)
     assert live.kv_bytes_prefill == once.kv_bytes_prefill
     assert (live.kv_bytes_end - live.kv_bytes_prefill) * 2 == once.kv_bytes_end - once.kv_bytes_prefill
 

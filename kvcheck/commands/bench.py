@@ -150,7 +150,7 @@ def _count(lm, methods, batches, lengths, steps, quiet) -> list[dict]:
     from ..methods.full import Full
     from ..metrics.roofline import predicted_ratios
     from ..metrics.work import work_metrics
-    from ..work import count_run
+    from ..bench import count_run
 
     rows = []
     with bar(len(batches) * len(lengths) * (len(methods) + 1), "counting work", quiet, unit="run") as pb:
