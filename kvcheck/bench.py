@@ -158,6 +158,8 @@ class Point:
     peak_mem_ratio: float | None
     prefill_spread: float
     decode_spread: float
+    aa_prefill: float = 1.0  # full / full, timed in the same interleaved loop: the run's own timing noise
+    aa_decode: float = 1.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -170,10 +172,11 @@ def measure_point(lm, method, batch: int, length: int, repeats: int = 5, decode_
     _Clock(lm.device, clock)  # a bad clock fails before any run
     time_run(lm, ids, Full(), 2, clock)  # warm-up both paths
     time_run(lm, ids, method, 2, clock)
-    full, meth = [], []
-    for _ in range(repeats):
+    full, meth, again = [], [], []
+    for _ in range(repeats):  # A/B/A': the second full run gives the A/A ratio, this run's timing noise
         full.append(time_run(lm, ids, Full(), decode_steps, clock))
         meth.append(time_run(lm, ids, method, decode_steps, clock))
+        again.append(time_run(lm, ids, Full(), decode_steps, clock))
     fp, mp = [x.prefill_s for x in full], [x.prefill_s for x in meth]
     fd, md = [x.decode_step_s for x in full], [x.decode_step_s for x in meth]
     m = meth[-1]
@@ -189,7 +192,8 @@ def measure_point(lm, method, batch: int, length: int, repeats: int = 5, decode_
         decode_bound=tp.decode_bound(weight_bytes(lm.model), full[-1].kv_bytes, m.kv_bytes),
         decode_speedup=statistics.median(fd) / tpot, prefill_tok_s=batch * length / ttft,
         decode_tok_s=batch / tpot, ttft_s=ttft, tpot_s=tpot, e2e_s=ttft + decode_steps * tpot,
-        peak_mem_ratio=peak, prefill_spread=tp.spread(mp), decode_spread=tp.spread(md))
+        peak_mem_ratio=peak, prefill_spread=tp.spread(mp), decode_spread=tp.spread(md),
+        aa_prefill=tp.ratio([x.prefill_s for x in again], fp), aa_decode=tp.ratio([x.decode_step_s for x in again], fd))
 
 
 @dataclass

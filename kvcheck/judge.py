@@ -285,8 +285,11 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
         if entry is None:
             perf_note = (f"no perf baseline for machine {ctx.machine!r} in {ctx.path}; "
                          "record one with --kvcheck-update=perf on this machine")
-        else:
-            perf_rows = compare(entry["metrics"], measured.perf, mid, suite)
+        else:  # a timing's tolerance: the stored one or this run's own (A/A) error, whichever is wider
+            base = {n: {**spec, "tolerance": max(spec.get("tolerance") or 0.0,
+                                                 (measured.perf.get(n) or {}).get("tolerance") or 0.0)}
+                    for n, spec in entry["metrics"].items()}
+            perf_rows = compare(base, measured.perf, mid, suite)
     elif measured.skip_reason:
         perf_note = measured.skip_reason
     rows += perf_rows

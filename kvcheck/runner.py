@@ -187,7 +187,7 @@ class Runner:
 
         grid = grid or self.tier.throughput_grid
         repeats = repeats or self.tier.repeats
-        values, perf, details, work = {}, {}, {}, None
+        values, perf, details, work, aa_noise = {}, {}, {}, None, {}
         for i, (batch, length) in enumerate(grid):
             tag = f"b{batch}-L{length}"
             key = ("work-full", batch, length, work_steps)
@@ -209,6 +209,10 @@ class Runner:
             perf[f"{tag}.prefill_ratio"] = p.prefill_ratio
             perf[f"{tag}.decode_ratio"] = p.decode_ratio
             perf[f"{tag}.compress_share"] = p.compress_share
+            # the A/A ratio's distance from 1 is this run's relative timing error, per timed quantity
+            aa_noise[f"{tag}.prefill_ratio"] = abs(p.aa_prefill - 1) * p.prefill_ratio
+            aa_noise[f"{tag}.decode_ratio"] = abs(p.aa_decode - 1) * p.decode_ratio
+            aa_noise[f"{tag}.compress_share"] = abs(p.aa_prefill - 1) * p.compress_share
         if untimed:
             return Raw(values, details=details, skip_reason=untimed, work=work)
-        return Raw(values, perf=perf, details=details, work=work)
+        return Raw(values, perf=perf, details=details, work=work, perf_noise=aa_noise)

@@ -181,3 +181,25 @@ def test_counted_work_entries_are_added_per_path_and_kept_for_other_paths():
                     SCHEMA).write is None  # nothing moved: nothing written
     first = jd.judge(None, m, ctx(software="cpu-sdpa", update="new"), SCHEMA)
     assert first.write["work"] == {"cpu-sdpa": {"metrics": _work(50.0), "provenance": {"written": "now"}}}
+
+
+def test_a_timing_tolerance_is_the_wider_of_the_stored_and_this_runs_own_error():
+    entry = {"cpu-x": {"metrics": {"t": jd.metric(1.0, 0.05, "lower")}}}
+    doc = {**stored(perf=entry), "metrics": {"m": jd.metric(1, 0, "equal")}}
+    noisy = jd.Measured({"m": jd.metric(1, 0, "equal")}, perf={"t": jd.metric(1.2, 0.3, "lower")})  # A/A says ±0.3
+    quiet = jd.Measured({"m": jd.metric(1, 0, "equal")}, perf={"t": jd.metric(1.2, 0.01, "lower")})
+    assert jd.judge(doc, noisy, ctx(), SCHEMA).fail is None
+    assert "regressed in accuracy on t" in jd.judge(doc, quiet, ctx(), SCHEMA).fail
+
+
+def test_only_a_timing_failure_is_measured_again():
+    from kvcheck.gate import timing_suspect
+
+    entry = {"cpu-x": {"metrics": {"t": jd.metric(1.0, 0.05, "lower")}}}
+    doc = {**stored(perf=entry), "metrics": {"m": jd.metric(1, 0, "equal")}}
+    slow = jd.Measured({"m": jd.metric(1, 0, "equal")}, perf={"t": jd.metric(2.0, 0.01, "lower")})
+    broken = jd.Measured({"m": jd.metric(2, 0, "equal")}, perf={"t": jd.metric(2.0, 0.01, "lower")})
+    assert timing_suspect(jd.judge(doc, slow, ctx(), SCHEMA), slow)
+    assert not timing_suspect(jd.judge(doc, broken, ctx(), SCHEMA), broken)  # a real metric failed too
+    ok = jd.Measured({"m": jd.metric(1, 0, "equal")}, perf={"t": jd.metric(1.0, 0.01, "lower")})
+    assert not timing_suspect(jd.judge(doc, ok, ctx(), SCHEMA), ok)

@@ -29,10 +29,15 @@ RECORDED = [
     (DRIFT, "latency_ratio", lambda v, n: 0.1),
     (THROUGHPUT, "b1-L512.kv_ratio", lambda v, n: 0.005),
 ]
-RECORDED_PERF = {
-    "b1-L512.prefill_ratio": lambda v, n: 0.25,
-    "b1-L512.decode_ratio": lambda v, n: 0.25,
-    "b1-L512.compress_share": lambda v, n: max(0.3 * v, 0.005),
+RECORDED_PERF = {  # floors; the run's own A/A error widens them (test_timings_widen_to_three_times_their_aa_error)
+    "b1-L512.prefill_ratio": lambda v, n: 0.05,
+    "b1-L512.decode_ratio": lambda v, n: 0.05,
+    "b1-L512.compress_share": lambda v, n: max(0.1 * v, 0.005),
+}
+RECORDED_WORK = {
+    "work.prefill.method_ops": lambda v, n: max(0.02 * v, 0.5),
+    "work.decode.kv_path_bytes": lambda v, n: max(0.02 * v, 0.5),
+    "work.decode.kv_path_growth": lambda v, n: max(0.02 * v, 1e-6),
 }
 
 
@@ -44,6 +49,17 @@ def test_every_rule_is_the_recorded_expression(v, n):
     for name, expr in RECORDED_PERF.items():
         for suite in (THROUGHPUT, THROUGHPUT_GPU):
             assert suite.rule(name, perf=True).tolerance(v, n) == expr(v, n), name
+    for name, expr in RECORDED_WORK.items():
+        assert THROUGHPUT.rule(name, work=True).tolerance(v, n) == expr(v, n), name
+
+
+def test_timings_widen_to_three_times_their_aa_error():
+    raw = Raw({"b1-L512.kv_ratio": 0.5}, perf={"b1-L512.prefill_ratio": 1.2, "b1-L512.decode_ratio": 0.9},
+              perf_noise={"b1-L512.prefill_ratio": 0.1, "b1-L512.decode_ratio": 0.001})
+    m = THROUGHPUT.finalize(raw)
+    assert m.perf["b1-L512.prefill_ratio"]["tolerance"] == pytest.approx(0.3)  # 3 × the A/A error
+    assert m.perf["b1-L512.decode_ratio"]["tolerance"] == 0.05  # the floor
+    assert m.metrics["b1-L512.kv_ratio"]["tolerance"] == 0.005  # bytes: no timing noise
 
 
 def test_directions_are_as_recorded():

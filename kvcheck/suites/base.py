@@ -84,6 +84,9 @@ class SampleRule:
     alpha: float = 0.01
 
 
+AA_K = 3.0  # a timing's tolerance: at least 3 × its error in the run, from the A/A (full / full) ratio
+
+
 @dataclass(frozen=True)
 class NoiseRule:
     """How the noise floor is measured when a baseline is recorded: ``variants`` perturbed runs
@@ -104,6 +107,7 @@ class Raw:
     details: dict = field(default_factory=dict)
     skip_reason: str | None = None
     work: dict | None = None  # counted work (kvcheck.work), stored per software path
+    perf_noise: dict | None = None  # per timing: its error in this run, from the A/A (full/full) ratio
 
 
 @dataclass(frozen=True)
@@ -141,14 +145,14 @@ class Suite:
         raise KeyError(f"suite {self.name!r} has no tolerance rule for metric {name!r}")
 
     def _metrics(self, values: Mapping, counts: Mapping, perf: bool = False, noise: Mapping | None = None,
-                 work: bool = False) -> dict:
+                 work: bool = False, k: float | None = None) -> dict:
         out = {}
         for name, v in values.items():
             r = self.rule(name, perf, work)
             tol = r.tolerance(v, counts.get(name))
             spread = None if noise is None else noise.get(name)
             if spread is not None and v is not None:
-                tol = max(tol, self.noise.k * spread)
+                tol = max(tol, (k if k is not None else self.noise.k) * spread)
             out[name] = metric(v, tol, r.direction, noise=spread)
         return out
 
@@ -169,7 +173,8 @@ class Suite:
                                         for v in variants)
                 samples[sid] = out
         return Measured(self._metrics(raw.values, raw.counts, noise=noise), samples=samples,
-                        perf=None if raw.perf is None else self._metrics(raw.perf, raw.counts, perf=True),
+                        perf=None if raw.perf is None else self._metrics(raw.perf, raw.counts, perf=True,
+                                                                          noise=raw.perf_noise, k=AA_K),
                         details=raw.details, flip_rate=self.samples.flip_rate if self.samples else None,
                         alpha=self.samples.alpha if self.samples else None, skip_reason=raw.skip_reason,
                         work=None if raw.work is None else self._metrics(raw.work, raw.counts, work=True))

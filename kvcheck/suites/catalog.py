@@ -57,9 +57,12 @@ DRIFT = Suite(
                        describe="right unless ≥ 20 % longer than full's answer"),
     noise=NOISE)
 
-_TIMINGS = (Rule("*.prefill_ratio", "lower", absolute(0.25)),
-            Rule("*.decode_ratio", "lower", absolute(0.25)),
-            Rule("*.compress_share", "lower", relative(0.3, 0.005)))
+# Timing floors; each timing's tolerance is also at least 3 × its error in the run (the A/A ratio,
+# full against full in the same interleaved loop), the larger of the stored and the current one, and a
+# timing that fails is measured again before the test fails.
+_TIMINGS = (Rule("*.prefill_ratio", "lower", absolute(0.05)),
+            Rule("*.decode_ratio", "lower", absolute(0.05)),
+            Rule("*.compress_share", "lower", relative(0.1, 0.005)))
 
 # Counted work is exact on one software path: 2 % catches a scorer doing a third more work, and
 # nothing on clean code moves it. kv_path_growth: the last decode step's KV-path bytes over the first's.
