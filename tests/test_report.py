@@ -426,3 +426,18 @@ def test_malformed_structured_row(capsys, tmp_path):
     path.write_text(json.dumps({"kind": "kvcheck-report", "rows": [_acc_row("x", params=[1])]}))
     err = cli_error(capsys, "report", str(path), "--out", str(tmp_path / "o"))
     assert "needs a string method_name and an object params" in err
+
+
+def test_bench_predictions_are_shown_beside_the_measured_ratios(tmp_path):
+    doc = {"kind": "kvcheck-bench", "points": [{"method": "kivi-b2-g64-res32", "batch": 1, "length": 512,
+                                                "prefill_ratio": 1.1, "decode_ratio": 0.9, "kv_ratio": 0.21,
+                                                "decode_bound": 1.04}],
+           "work": [{"method": "kivi-b2-g64-res32", "batch": 1, "length": 512, "work": {},
+                     "predicted": {"H100 SXM": {"prefill": 2.25, "decode": 1.2}, "L4": {"prefill": 1.7, "decode": 1.19}}}]}
+    (tmp_path / "b.json").write_text(json.dumps(doc))
+    assert main(["report", str(tmp_path / "b.json"), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    page = (tmp_path / "o" / "index.html").read_text()
+    assert "Predicted on GPUs" in page and "H100 SXM" in page and "2.25/1.20" in page and "1.70/1.19" in page
+    doc["work"] = [{"method": "m"}]
+    (tmp_path / "b.json").write_text(json.dumps(doc))
+    assert main(["report", str(tmp_path / "b.json"), "--out", str(tmp_path / "o2"), "--quiet"]) == 2

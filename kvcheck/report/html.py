@@ -10,7 +10,7 @@ from ..tables import Column, number
 from ..tables import render_html as html_table
 from ..summary import accept_command
 from .load import Inputs, report_paths
-from .shape import STATUS_ORDER
+from .shape import STATUS_ORDER, predicted_data
 
 PLOTS = ("accuracy", "drift", "throughput", "flips")
 PNG_NAMES = {name: f"kvcheck-{name}.png" for name in PLOTS}
@@ -99,6 +99,22 @@ def summary_html(rows: list[dict], paths=()) -> str:
     return "".join(parts)
 
 
+def predicted_html(rows: list[dict]) -> str:
+    """Predicted prefill/decode time ratios to full on named GPUs, from counted work (bench JSON)."""
+    if not rows:
+        return ""
+    gpus = list(rows[0]["predicted"])
+    cols = [Column("method", "method"), Column("batch", "batch", align=">"), Column("length", "length", align=">")]
+    for g in gpus:
+        cols.append(Column(g, lambda r, g=g: r["predicted"].get(g), align=">",
+                           fmt=lambda v: "-" if not v else "/".join("-" if x is None else f"{x:.2f}" for x in v)))
+    caption = ("Predicted time ratio to full, prefill/decode (> 1: slower), from each point's counted work: every op "
+               "charged max(FLOPs / peak dense bf16, bytes / bandwidth) plus a launch; fused kernels and waiting "
+               "are not seen. Beside the measured ratios and the decode bound above.")
+    return (f"<section id='predicted'><h2>Predicted on GPUs</h2><p class='caption'>{html.escape(caption)}</p>"
+            f"{html_table(tuple(cols), rows)}</section>")
+
+
 def render_html(inputs: Inputs, pngs: dict[str, bytes | None], rows: list[dict], notes: list[str]) -> str:
     esc = html.escape
     meta = []
@@ -126,5 +142,5 @@ def render_html(inputs: Inputs, pngs: dict[str, bytes | None], rows: list[dict],
             f"<style>{_CSS}</style></head><body><h1>kvcheck report</h1><p class='meta'>written {when}</p>"
             f"<ul class='meta'>{''.join(meta)}</ul><nav>{nav}</nav>"
             f"<section id='regressions'><h2>Regressions</h2>{summary_html(rows, report_paths(inputs))}</section>"
-            f"{''.join(sections)}{note_html}</body></html>\n")
+            f"{''.join(sections)}{predicted_html(predicted_data(inputs))}{note_html}</body></html>\n")
 

@@ -81,6 +81,14 @@ def check_doc(path, doc) -> str:
                     and all(_opt_num(p.get(f)) for f in ("prefill_ratio", "decode_ratio", "kv_ratio", "decode_bound"))):
                 raise _bad(path, f"point {k} needs a method, numeric batch and length, and numeric or null "
                                  "prefill_ratio/decode_ratio/kv_ratio/decode_bound", kind)
+        work = doc.get("work", [])
+        if not isinstance(work, list) or not all(
+                isinstance(w, dict) and isinstance(w.get("method"), str) and is_num(w.get("batch"))
+                and is_num(w.get("length")) and isinstance(w.get("predicted"), dict)
+                and all(isinstance(v, dict) and all(_opt_num(x) for x in v.values()) for v in w["predicted"].values())
+                for w in work):
+            raise _bad(path, "'work' must be a list of {method, batch, length, predicted: {gpu: {prefill, decode}}}",
+                       kind)
     return kind
 
 

@@ -220,3 +220,14 @@ def summary_rows(inputs: Inputs) -> list[dict]:
     return sorted(rows, key=lambda r: (STATUS_ORDER.get(r["status"], 9), r["suite"],
                                        method_order(inputs.ref(r["method"])), task_order(r["metric"])))
 
+
+def predicted_data(inputs: Inputs) -> list[dict]:
+    """The predicted GPU time ratios of ``kvcheck bench --json`` files (their ``work`` rows, from the
+    counted work): one row per method and point, ``{gpu: (prefill ratio, decode ratio)}``."""
+    rows = []
+    for _, doc in inputs.of("kvcheck-bench"):
+        for r in doc.get("work") or []:
+            rows.append({"method": r["method"], "batch": r["batch"], "length": r["length"],
+                         "predicted": {g: (v.get("prefill"), v.get("decode")) for g, v in r["predicted"].items()}})
+    return rows
+
