@@ -4,6 +4,8 @@ inputs; each docstring states the exact form checked. Methods are read through t
 what they state (``promises()``, ``stated_nbytes()``, ``Packed.error_bound``), never by class."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import quant
@@ -13,22 +15,73 @@ from .quant import per_entry  # noqa: F401  (the oracles' name for it)
 SLACK = quant.SLACK  # float32 rounding allowance, relative to the magnitudes involved
 
 
+# The shipped eviction methods' documented rules, stated here apart from their code, so that a wrong
+# flag or another budget cannot agree with itself: whether the method evicts back to its budget while
+# generating, and how a layer's budget is set ("ratio": kvcheck's n − int(n·r) on every layer;
+# "pyramid": PyramidKV's arithmetic split of the same total, see pyramid_budgets). A method not listed
+# here (your own) is read through its capabilities and ``budget()``: nothing else states its rule.
+DOCUMENTED = {
+    "streaming_llm": (True, "ratio"), "h2o": (True, "ratio"), "tova": (True, "ratio"),
+    "snapkv": (False, "ratio"), "knorm": (False, "ratio"), "random": (False, "ratio"),
+    "pyramidkv": (False, "pyramid"),
+}
+
+
+def evicts_on_decode(method) -> bool:
+    """Whether ``method`` evicts back to its budget while generating: its documented rule when it is a
+    shipped method, else what its capabilities say."""
+    doc = DOCUMENTED.get(method.name)
+    return doc[0] if doc else method.capabilities.evicts_on_decode
+
+
+def pyramid_budgets(n: int, ratio: float, window: int, beta: int, n_layers: int) -> list[int]:
+    """PyramidKV's per-layer budgets of an n-token prompt, from the paper's rule: the total
+    T = n − int(n·r) per layer on average; every layer keeps the observation window w = min(window, T);
+    the rest, A = T − w per layer on average, is an arithmetic sequence from layer 0 (most) down to
+    the last layer (least), the least being max(A // beta, 2A − (n − w)) (never more than a layer can
+    hold), rounded down per layer with the remainder given one token each to layers 1, 2, …, so the
+    layers together keep exactly L·T."""
+    total = n - int(n * ratio)
+    w = min(window, total)
+    a = total - w
+    if n_layers < 2 or a == 0:
+        return [total] * n_layers
+    least = max(a // beta, 2 * a - (n - w))
+    most = 2 * a - least
+    exact = [most - (most - least) * l / (n_layers - 1) for l in range(n_layers)]
+    base = [int(math.floor(x + 1e-9)) for x in exact]
+    left = n_layers * a - sum(base)
+    return [w + b + int(1 <= l <= left) for l, b in enumerate(base)]
+
+
+def documented_budget(method, n: int, layer_idx: int, n_layers: int) -> int:
+    """Tokens a layer of ``method`` keeps of ``n`` (per KV head) by its documented rule (see
+    :data:`DOCUMENTED`); a method not listed there by its own ``budget()``."""
+    doc = DOCUMENTED.get(method.name)
+    if doc is None:
+        return method.budget(n, layer_idx, n_layers)
+    if doc[1] == "pyramid":
+        return pyramid_budgets(n, method.compression_ratio, method.window, method.beta, n_layers)[layer_idx]
+    return n - int(n * method.compression_ratio)
+
+
 def expected_counts(sc) -> list[int]:
     """Tokens each sample of a :class:`kvcheck.scenarios.Scenario` holds per KV head at the end:
-    eviction keeps ``budget(n)`` of an n-token prompt; new tokens join, and methods that evict while
-    generating evict back to ``budget(seen)``; full and quantised caches hold every token seen."""
+    eviction keeps the documented budget of an n-token prompt (:func:`documented_budget`); new
+    tokens join, and methods that evict while generating (:func:`evicts_on_decode`) evict back to
+    the budget of all tokens seen; full and quantised caches hold every token seen."""
     m, counts = sc.method, []
     caps = m.capabilities
     for n in sc.batch.lengths:
         if caps.kind != "eviction":
             counts.append(n + sum(step[0].shape[2] for step in sc.steps))
             continue
-        held_n, seen = m.budget(n, sc.layer_idx, sc.n_layers), n
+        held_n, seen = documented_budget(m, n, sc.layer_idx, sc.n_layers), n
         for step in sc.steps:
             c = step[0].shape[2]
             seen, held_n = seen + c, held_n + c
-            if caps.evicts_on_decode:
-                held_n = min(held_n, m.budget(seen, sc.layer_idx, sc.n_layers))
+            if evicts_on_decode(m):
+                held_n = min(held_n, documented_budget(m, seen, sc.layer_idx, sc.n_layers))
         counts.append(held_n)
     return counts
 
@@ -57,7 +110,7 @@ def broken_promises(method, kept: list[int], prompt: int, seen: int, prefill_bud
         r = min(promise.recent, n)
         if not set(range(seen - r, seen)) <= have:
             out.append(f"recent window {seen - r}..{seen - 1} not all kept: {kept}")
-    if promise.window is not None and not method.capabilities.evicts_on_decode:
+    if promise.window is not None and not evicts_on_decode(method):
         w = min(promise.window, prompt)
         window, from_prompt = set(range(prompt - w, prompt)), {p for p in have if p < prompt}
         if prefill_budget >= w and not window <= from_prompt:
