@@ -4,6 +4,7 @@ random token ids of exactly the asked length. Peak memory of the prefill: the CU
 GPU; on Linux CPU the peak resident set size (``VmHWM``, reset before each prefill)."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -220,11 +221,8 @@ def count_run(lm, ids: torch.Tensor, method, decode_steps: int, warmup: bool = T
         positions = torch.arange(t, device=dev)[None].expand(b, t)
         cache = CompressedCache(method, model.config.num_hidden_layers)
         nxt = engine.forward(model, ids, positions, valid, cache)[:, -1].argmax(-1)
-        if counter is not None:
-            counter.paused = True
-        held, ratio = cache.kv_bytes(), kv_ratio(cache, model.config, t, b)
-        if counter is not None:
-            counter.paused = False
+        with counter.pause() if counter is not None else contextlib.nullcontext():
+            held, ratio = cache.kv_bytes(), kv_ratio(cache, model.config, t, b)
         for step in range(steps):
             if counter is not None:
                 counter.phase(f"decode{step}")
@@ -236,6 +234,6 @@ def count_run(lm, ids: torch.Tensor, method, decode_steps: int, warmup: bool = T
         run(None, min(2, decode_steps), ids[:, :min(ids.shape[1], 64)])
     with work.WorkCounter(bytes_scale=0.5 if model.dtype == torch.float32 else 1.0) as wc:
         cache, held, ratio = run(wc, decode_steps)
-        wc.paused = True
-        end = cache.kv_bytes()
+        with wc.pause():
+            end = cache.kv_bytes()
     return Counted(wc.work, held, end, ratio)

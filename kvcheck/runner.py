@@ -168,8 +168,7 @@ class Runner:
 
     # ---- throughput --------------------------------------------------------------------------
     def _count(self, method, batch, length, steps):
-        from .bench import prompt_ids
-        from .bench import count_run
+        from .bench import count_run, prompt_ids
 
         return count_run(self.lm, prompt_ids(self.lm, batch, length), method, steps)
 

@@ -10,9 +10,9 @@ data-dependent shape), per *region* and per *phase*:
 - phases: ``prefill`` and each decode step.
 
 In the ``method`` region, Python lines executed outside torch itself are counted too
-(``sys.settrace``), so a pure-Python loop shows where no op counter would see it. The counts depend on the software path (device type,
-dtype, attention backend, torch and transformers versions, kvcheck's own branches), not on the
-hardware or its timing: on one path they are the same bit for bit across runs, processes and thread
+(``sys.settrace``), so a pure-Python loop shows where no op counter would see it. The counts depend
+on the software path (device type, dtype, attention backend, torch and transformers versions,
+kvcheck's own branches), not on the hardware or its timing: on one path they are the same bit for bit across runs, processes and thread
 counts once one warm-up run is done. What they cannot see: the inner traffic of fused kernels (an
 op's bytes are its inputs and outputs), time spent waiting, and Python work outside the method region.
 
@@ -21,6 +21,7 @@ active a region costs one global read.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -33,7 +34,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .gpus import GPUS, roofline_s
 
 REGIONS = ("method", "cache", "attention", "model")
-KINDS = ("ops", "flops", "bytes", "syncs", "py_lines")
 
 _ACTIVE: "WorkCounter | None" = None
 _TORCH_DIR = os.path.dirname(torch.__file__)  # torch's own Python (lazy op lookups, first-call paths) is not counted
@@ -81,9 +81,12 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 def mm_flops(a_shape, b_shape) -> int:
-    """2·m·k·n for ``[..., m, k] @ [..., k, n]`` (batch dims multiply)."""
-    batch = math.prod(a_shape[:-2]) if len(a_shape) > 2 else 1
-    return 2 * batch * a_shape[-2] * a_shape[-1] * b_shape[-1]
+    """2·m·k·n for ``[..., m, k] @ [..., k, n]`` (broadcast batch dims multiply; a 1-D side is a
+    single row or column, as matmul treats it)."""
+    a = tuple(a_shape) if len(a_shape) > 1 else (1, a_shape[0])
+    b = tuple(b_shape) if len(b_shape) > 1 else (b_shape[0], 1)
+    batch = math.prod(torch.broadcast_shapes(a[:-2], b[:-2]))
+    return 2 * batch * a[-2] * a[-1] * b[-1]
 
 
 def attention_pairs(b: int, hq: int, lq: int, lk: int, causal: bool, mask: torch.Tensor | None) -> int:
@@ -113,7 +116,7 @@ def sdpa_flops(args, kwargs) -> int:
     return 2 * pairs * d + 2 * pairs * v.shape[-1]
 
 
-def op_flops(func, args, kwargs, out) -> int:
+def op_flops(func, args, kwargs) -> int:
     """FLOPs of one aten op: matrix products and attention (elementwise work is counted as bytes)."""
     packet = func.overloadpacket
     if packet in (aten.mm, aten.bmm, aten.matmul):
@@ -163,6 +166,15 @@ class WorkCounter(TorchDispatchMode):
     def phase(self, name: str) -> None:
         self.current = name
 
+    @contextlib.contextmanager
+    def pause(self):
+        """Reading a result (bytes held) inside a counted run is not the run's work."""
+        self.paused = True
+        try:
+            yield
+        finally:
+            self.paused = False
+
     @property
     def work(self) -> Work:
         return Work({p: {r: dict(k) for r, k in regions.items()} for p, regions in self._counts.items()},
@@ -190,7 +202,7 @@ class WorkCounter(TorchDispatchMode):
             nbytes = sum(_nbytes(t) for t in _tensors(args)) + sum(_nbytes(t) for t in _tensors(kwargs.values())) \
                 + sum(_nbytes(t) for t in _tensors(out))
         c["bytes"] += nbytes
-        flops = op_flops(func, args, kwargs, out)
+        flops = op_flops(func, args, kwargs)
         c["flops"] += flops
         if flops:  # each compute op's own roofline on every named GPU (kvcheck.metrics.roofline)
             for g in GPUS:

@@ -161,3 +161,9 @@ def test_roofline_is_compute_or_memory_bound():
     assert roofline.roofline_s(g.bf16_flops, 0, g) == pytest.approx(1.0)
     assert roofline.roofline_s(0, g.bandwidth, g) == pytest.approx(1.0)
     assert all(g.source for g in roofline.GPUS)
+
+
+def test_matmul_flops_broadcast_and_vectors():
+    assert work.mm_flops((4, 3, 5), (5, 7)) == 2 * 4 * 3 * 5 * 7
+    assert work.mm_flops((3, 5), (2, 5, 7)) == 2 * 2 * 3 * 5 * 7  # the batch may come from the right side
+    assert work.mm_flops((5,), (5, 7)) == 2 * 5 * 7
