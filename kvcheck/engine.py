@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .attention import sync  # noqa: F401  (engine.sync: the benchmarks call it)
-from .cache import CompressedCache, kv_ratio
+from .cache import CompressedCache, full_kv_bytes, kv_ratio
 from .layer_api import CACHE_KWARG
 from .errors import KvcheckError
 from .tasks.base import Sample, chat_ids
@@ -33,6 +33,7 @@ class Record:
     kv_bytes_prefill: int = 0  # this sample's share of the bytes held after prefill (real)
     kv_bytes_end: int = 0
     kv_ratio: float = 1.0  # bytes held / full cache after prefill, floats counted as fp16
+    kv_peak_ratio: float = 1.0  # the most bytes held at any step of the batch's generation / full's at its end
     score: float | None = None
     answer: str | None = None
     task: str | None = None
@@ -192,6 +193,7 @@ def generate_batch(lm, samples: list[Sample], method, max_new_tokens: int, eos_i
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     eos_t = torch.tensor(sorted(eos), device=dev)
     steps: list[float] = []
+    peak = cache.kv_bytes(float_bytes=2)
     for step in range(max_new_tokens):
         for i, t in enumerate(nxt.tolist()):
             if not done[i]:
@@ -204,7 +206,10 @@ def generate_batch(lm, samples: list[Sample], method, max_new_tokens: int, eos_i
         nxt = forward(model, nxt[:, None], pos, torch.ones_like(pos, dtype=torch.bool), cache)[:, -1].argmax(-1)
         sync(dev)
         steps.append(time.perf_counter() - t1)
+        peak = max(peak, cache.kv_bytes(float_bytes=2))
     bytes_end = cache.kv_bytes()
+    # full would hold every slot of the last step: prompt columns + one per decode forward
+    peak_ratio = peak / full_kv_bytes(model.config, ids.shape[1] + len(steps), b)
     records = []
     for i, s in enumerate(samples):
         toks = out[i]
@@ -214,6 +219,7 @@ def generate_batch(lm, samples: list[Sample], method, max_new_tokens: int, eos_i
             id=s.id, prompt_tokens=len(seqs[i]), output_ids=toks, output_text=text,
             output_tokens=len(toks), hit_eos=hit, prefill_s=prefill_s / b, decode_s=steps[:max(0, len(toks) - 1)],
             kv_bytes_prefill=bytes_prefill // b, kv_bytes_end=bytes_end // b, kv_ratio=ratio,
+            kv_peak_ratio=peak_ratio,
             answer=s.answer, task=s.task, task_type=s.task_type))
     return records
 

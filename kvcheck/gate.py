@@ -79,7 +79,7 @@ class Gate:
                           path=str(stored_path), machine=s.machine_key, software=s.software_key,
                           provenance=provenance(s),
                           accept=f"pytest {test_file} -k '{method.id}' --kvcheck-update=",
-                          update=s.update, strict_perf=s.strict_perf)
+                          update=s.update, strict_perf=s.strict_perf, reference=_is_reference(method))
 
     def _load(self, key: BaselineKey):
         try:
@@ -89,8 +89,9 @@ class Gate:
 
     def run(self, suite, method) -> Verdict:
         """Measure ``method`` with ``suite`` (timed only where timings would be judged) and check it.
-        When the baseline will be written (none yet, or ``--kvcheck-update=all``), the suite's noise
-        floor is measured too: the same runs under its benign perturbations."""
+        When the baseline will be written (none yet, ``--kvcheck-update=all``, or ``new`` adding metrics
+        the baseline predates), the suite's noise floor is measured too: the same runs under its benign
+        perturbations."""
         from .suites.base import SuiteContext
 
         key = self.session.key(suite.name, method.id)
@@ -102,7 +103,9 @@ class Gate:
         variants = []
         runs = getattr(self.session, "noise_runs", None)
         runs = suite.noise.variants if runs is None and suite.noise is not None else runs
-        if suite.noise is not None and (stored is None or self.session.update == "all"):
+        adds = (self.session.update == "new" and stored is not None
+                and bool(set(raw.values) - set(stored.get("metrics") or {})))  # metrics the baseline predates
+        if suite.noise is not None and (stored is None or self.session.update == "all" or adds):
             for v in range(1, runs + 1):
                 self.session.progress(f"{suite.name} {method.id}: noise floor, perturbed run {v} of {runs}")
                 variants.append(suite.measure(self.runner, method,
@@ -134,6 +137,12 @@ class Gate:
             s.store.stage(path, verdict.write)
         enforce(verdict)
         return verdict
+
+
+def _is_reference(method) -> bool:
+    from .methods.full import Full
+
+    return isinstance(method, Full)
 
 
 def timing_suspect(verdict: Verdict, measured: Measured) -> bool:

@@ -43,8 +43,8 @@ def flips(baseline: Mapping[Hashable, bool], method: Mapping[Hashable, bool]) ->
 # ---- metrics and rows ------------------------------------------------------------------------------
 
 DIRECTIONS = ("higher", "lower", "equal")  # higher / lower is better; equal: any move beyond tolerance
-STATUSES = ("regressed", "missing", "new", "improved", "ok")  # also the order of the summary table
-FAILING = ("regressed", "missing")
+STATUSES = ("regressed", "changed", "missing", "new", "improved", "cannot-fail", "ok")  # the summary table's order
+FAILING = ("regressed", "changed", "missing")  # changed: the reference's own row moved, in either direction
 
 
 def metric(value: float | None, tolerance: float | None, direction: str, noise: float | None = None) -> dict:
@@ -168,6 +168,20 @@ class Measured:
     alpha: float | None = None
     skip_reason: str | None = None  # throughput: why timings were not measured (the test then skips)
     work: dict | None = None  # name -> metric, counted work: stored per software path
+    bounds: dict = field(default_factory=dict)  # name -> (lowest, highest) value the metric can take
+
+
+def cannot_fail(row: Row, bounds: tuple | None) -> bool:
+    """Whether a row's baseline sits so near the end of its range that no value could regress it
+    (an accuracy of 0, or of 1/8 with one sample of slack): such a row is not a passed gate."""
+    if bounds is None or row.baseline is None or row.tolerance is None:
+        return False
+    lo, hi = bounds
+    if row.direction == "higher":
+        return row.baseline - row.tolerance <= lo + 1e-12
+    if row.direction == "lower":
+        return row.baseline + row.tolerance >= hi - 1e-12
+    return False
 
 
 @dataclass(frozen=True)
@@ -184,6 +198,7 @@ class Context:
     update: str | None = None  # None | "new" | "all" | "perf"
     strict_perf: bool = False
     software: str = ""  # the software path counted work is stored under (kvcheck.machine.software_key)
+    reference: bool = False  # the method is the reference (full): its rows measure the engine, any move fails
 
 
 @dataclass
@@ -224,6 +239,21 @@ def untimed_reason(stored: Mapping | None, ctx: Context) -> str | None:
             "record one with --kvcheck-update=perf on this machine")
 
 
+def reference_changes(base_samples: Mapping, now_samples: Mapping) -> list[str]:
+    """Ids whose reference output (``expected``: full's output for drift, the task's answer for
+    accuracy) differs from the baseline's, in either direction."""
+    return sorted((i for i in base_samples.keys() & now_samples.keys()
+                   if "expected" in base_samples[i] and "expected" in now_samples[i]
+                   and str(base_samples[i]["expected"]) != str(now_samples[i]["expected"])), key=id_key)
+
+
+def _reference_lines(base: Mapping, now: Mapping, ids: list[str], limit: int = 8) -> str:
+    out = [f"    {sid}: baseline {base[sid]['expected']!r}, now {now[sid]['expected']!r}" for sid in ids[:limit]]
+    if len(ids) > limit:
+        out.append(f"    … and {len(ids) - limit} more")
+    return "\n".join(out)
+
+
 def _flip_lines(base_samples: Mapping, now_samples: Mapping, ids: list[str], limit: int = 8) -> str:
     out = []
     for sid in ids[:limit]:
@@ -256,6 +286,9 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
         return Verdict(rows=rows, fail=fail, write=document(ctx, measured, schema))
 
     rows = compare(stored["metrics"], measured.metrics, mid, suite)
+    for r in rows:
+        if r.status == "ok" and cannot_fail(r, measured.bounds.get(r.metric)):
+            r.status = "cannot-fail"
     samples_over, flip_text = False, ""
     if measured.samples is not None and isinstance(stored.get("samples"), dict):
         base = stored["samples"]
@@ -279,6 +312,24 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
             if unstable:
                 flip_text += (f"\n  not counted (unstable under perturbation when recorded): "
                               f"{', '.join(unstable[:8])}{' …' if len(unstable) > 8 else ''}")
+    ref_over, ref_text = False, ""
+    if measured.samples is not None and isinstance(stored.get("samples"), dict):
+        base = stored["samples"]
+        changed = reference_changes(base, measured.samples)
+        common = len(base.keys() & measured.samples.keys())
+        allowed = flip_allowance(common, measured.flip_rate, measured.alpha) if measured.flip_rate is not None else 0
+        ref_over = len(changed) > allowed
+        rows.append(Row(mid, suite, "reference.changed", 0, len(changed), len(changed), allowed,
+                        "lower", "changed" if ref_over else "ok"))
+        if ref_over:
+            ref_text = (f"  the reference changed: what full (or the task) gives differs from the baseline on "
+                        f"{len(changed)} of {common} samples (allowed {allowed}, another float path). The engine, "
+                        f"the model or the task set changed, not only {mid}; every method's rows moved with it:\n"
+                        + _reference_lines(base, measured.samples, changed) + "\n")
+    if ctx.reference:  # full's own rows measure the engine: a move either way is a change
+        for r in rows:
+            if r.status == "improved":
+                r.status = "changed"
     perf_rows, perf_note = [], None
     if measured.perf is not None:
         entry = (stored.get("perf") or {}).get(ctx.machine)
@@ -313,8 +364,13 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
                 != measured.work):
             verdict.write = data
         return verdict
+    added = sorted(set(measured.metrics) - set(stored["metrics"]))
+    if added and update == "new":  # metrics this baseline predates are recorded; stored ones never move
+        verdict.write = {**stored, "metrics": {**stored["metrics"], **{n: measured.metrics[n] for n in added}},
+                         "provenance": {**stored.get("provenance", {}), "metrics_added": {
+                             "names": added, **{k: v for k, v in ctx.provenance.items() if k in ("git_sha", "written")}}}}
     if work_note and update in ("new", "perf"):  # a missing entry is a missing baseline: record it
-        data = dict(stored)
+        data = dict(verdict.write or stored)
         data["work"] = {**(stored.get("work") or {}), ctx.software: _work_entry(ctx, measured)}
         verdict.write, work_note = data, None
     if update == "perf" and measured.perf is not None:
@@ -323,13 +379,17 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
                         ctx.machine: {"metrics": measured.perf, "provenance": dict(ctx.provenance)}}
         verdict.write = data
         perf_rows, perf_note = [], None
-    bad = [r for r in rows if r.status in FAILING and r.metric != "samples.right_to_wrong"]
-    only_perf = bool(bad) and all(r in perf_rows for r in bad) and not samples_over
-    if bad or samples_over:
+    bad = [r for r in rows if r.status in FAILING and r.metric not in ("samples.right_to_wrong", "reference.changed")]
+    only_perf = bool(bad) and all(r in perf_rows for r in bad) and not samples_over and not ref_over
+    if bad or samples_over or ref_over:
         shown = [r for r in rows if r.status in FAILING]
         names = ", ".join(sorted({r.metric for r in shown}))
-        verdict.fail = (f"kvcheck: {mid} regressed in {suite} on {names}\n"
-                        f"  baseline: {ctx.path}\n{format_rows(shown)}\n" + (flip_text + "\n" if flip_text else "")
+        what = "changed" if ref_over or any(r.status == "changed" for r in shown) else "regressed"
+        note = (f"  {mid} is the reference: its rows measure kvcheck's engine and the model, so a move in "
+                "either direction fails\n") if ctx.reference and any(r.status == "changed" for r in shown) else ""
+        verdict.fail = (f"kvcheck: {mid} {what} in {suite} on {names}\n"
+                        f"  baseline: {ctx.path}\n{format_rows(shown)}\n" + ref_text + note
+                        + (flip_text + "\n" if flip_text else "")
                         + f"  if the change is intended, accept it with: {ctx.accept}"
                         + ("perf" if only_perf else "all"))
     elif work_note or (perf_note and (not work_rows or ctx.strict_perf)):

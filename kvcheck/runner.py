@@ -164,7 +164,10 @@ class Runner:
         samples = {it.id: {"score": d, "length": r.output_tokens, "expected": str(f.output_tokens),
                            "got": str(r.output_tokens)}
                    for it, r, f, d in zip(items, recs, ref, s["_diffs"])}
-        return Raw({k: s[k] for k in names}, {k: n for k in names}, samples=samples)
+        values = {k: s[k] for k in names}
+        # the most KV bytes held at any step while generating to EOS or the cap, over full's most
+        values["kv_peak_ratio"] = max(r.kv_peak_ratio for r in recs)
+        return Raw(values, {k: n for k in values}, samples=samples)
 
     # ---- throughput --------------------------------------------------------------------------
     def _count(self, method, batch, length, steps):

@@ -5,14 +5,13 @@ import shlex
 from collections import Counter
 from typing import Sequence
 
+from .judge import FAILING, STATUSES
 from .tables import Column, number
 from .tables import render as render_table
 
-STATUSES = ("regressed", "missing", "new", "improved", "ok")
-
 
 def _status(s: str) -> str:
-    return s.upper() if s in ("regressed", "missing") else s
+    return s.upper() if s in FAILING else s
 
 
 COLUMNS = (
@@ -48,7 +47,13 @@ def render(rows: list[dict], session=None, *, paths: Sequence[str] | None = None
     lines.append("-" * len(lines[0]))
     lines.append("kvcheck: " + ", ".join(f"{counts[k]} {k}" for k in STATUSES if counts[k])
                  + f" ({len(rows)} comparisons)")
-    if counts["regressed"] or counts["missing"]:
+    if counts["cannot-fail"]:
+        lines.append(f"{counts['cannot-fail']} rows cannot fail: their baseline is within tolerance of the end of "
+                     "the metric's range (e.g. accuracy 0), so they pass without gating anything")
+    if counts["improved"]:
+        lines.append(f"{counts['improved']} improved beyond tolerance (passing): review them, and ratchet the "
+                     "baselines with --kvcheck-update=all if the gain is real")
+    if any(counts[k] for k in FAILING):
         lines.append(f"accept intended changes with: {accept_command(paths)}  (add -k METHOD_ID to narrow), "
                      "then review `git diff baselines/`")
     return lines

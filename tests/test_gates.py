@@ -63,6 +63,18 @@ if PLANT == "eos":  # a method under which the model never ends its answer
     engine.forward = forward
 
 
+if PLANT == "short":  # the engine ends every answer one token early, whatever the method
+    _generate = engine.generate_batch
+
+    def generate_batch(*args, **kwargs):
+        recs = _generate(*args, **kwargs)
+        for r in recs:
+            r.output_ids, r.output_tokens = r.output_ids[:-1], max(0, r.output_tokens - 1)
+        return recs
+
+    engine.generate_batch = generate_batch
+
+
 @kvcheck.method()
 def full():
     return Full()
@@ -179,6 +191,27 @@ def test_eviction_stopped_while_generating_fails_throughput(project):
     r.assert_outcomes(passed=1, failed=1, skipped=2)
     out = r.stdout.str()
     assert "streaming_llm-r0.5-s4 regressed in throughput on" in out and "b1-L256.kv_growth" in out
+
+
+def test_eviction_stopped_while_generating_fails_drift_on_peak_bytes(project):
+    """Generating to EOS or the cap, the most bytes held grow past the budget: the drift gate says so."""
+    accept(project, "test_length_drift.py", "full,streaming_llm")
+    r = run(project, "suites/test_length_drift.py", "--kvcheck-methods", "full,streaming_llm", plant="grow")
+    r.assert_outcomes(passed=1, failed=1)
+    out = r.stdout.str()
+    assert "streaming_llm-r0.5-s4 regressed in drift on" in out and "kv_peak_ratio" in out
+
+
+def test_an_engine_change_fails_as_the_reference_changed_even_where_it_looks_better(project):
+    """Every answer one token shorter moves full with the method: ratios to full hide it, and shorter
+    looks better (fewer answers hit the cap). full's own rows and the reference outputs fail it."""
+    accept(project, "test_length_drift.py", "full,snapkv")
+    r = run(project, "suites/test_length_drift.py", "--kvcheck-methods", "full,snapkv", plant="short")
+    r.assert_outcomes(failed=2)
+    out = r.stdout.str()
+    assert "snapkv-r0.5-w16-k5-pavg changed in drift on" in out and "the reference changed" in out
+    assert "full changed in drift on" in out and "reference.changed" in out
+    assert "CHANGED" in out
 
 
 def test_missing_baseline_is_written_and_fails_then_passes(project):

@@ -203,3 +203,69 @@ def test_only_a_timing_failure_is_measured_again():
     assert not timing_suspect(jd.judge(doc, broken, ctx(), SCHEMA), broken)  # a real metric failed too
     ok = jd.Measured({"m": jd.metric(1, 0, "equal")}, perf={"t": jd.metric(1.0, 0.01, "lower")})
     assert not timing_suspect(jd.judge(doc, ok, ctx(), SCHEMA), ok)
+
+
+def _ref(expected: str, correct=True) -> dict:
+    return {**rec(correct), "expected": expected}
+
+
+def test_a_changed_reference_fails_as_the_engine_changed_in_either_direction():
+    """``expected`` is what full (drift) or the task (accuracy) gives: the same for every method. When it
+    moves on more samples than another float path explains, the engine, model or task set changed."""
+    base = {f"p{i}": _ref(str(40 + i)) for i in range(32)}
+    shorter = {f"p{i}": _ref(str(39 + i)) for i in range(32)}  # every reference answer one token shorter
+    v = jd.judge(stored(samples=base), measured(samples=shorter), ctx(), SCHEMA)
+    assert v.fail.startswith("kvcheck: snapkv-r0.5 changed in accuracy on reference.changed")
+    assert "the reference changed" in v.fail and "on 32 of 32 samples" in v.fail and "'40', now '39'" in v.fail
+    row = next(r for r in v.rows if r.metric == "reference.changed")
+    assert (row.now, row.status) == (32, "changed")
+    longer = {f"p{i}": _ref(str(41 + i)) for i in range(32)}
+    assert jd.judge(stored(samples=base), measured(samples=longer), ctx(), SCHEMA).fail
+
+
+def test_a_reference_moved_on_a_few_samples_is_another_float_path_and_passes():
+    base = {f"p{i}": _ref(str(40 + i)) for i in range(32)}
+    now = {**base, "p3": _ref("12")}
+    m = jd.Measured({"passkey.accuracy": jd.metric(0.75, 0.125, "higher")}, samples=now, flip_rate=0.01, alpha=0.01)
+    v = jd.judge(stored(samples=base), m, ctx(), SCHEMA)
+    assert v.fail is None
+    row = next(r for r in v.rows if r.metric == "reference.changed")
+    assert (row.now, row.tolerance, row.status) == (1, 2, "ok")
+    now3 = {**now, "p4": _ref("1"), "p5": _ref("2")}
+    m3 = jd.Measured(m.metrics, samples=now3, flip_rate=0.01, alpha=0.01)
+    assert "on 3 of 32 samples (allowed 2" in jd.judge(stored(samples=base), m3, ctx(), SCHEMA).fail
+
+
+def test_the_reference_methods_rows_fail_when_they_move_either_way():
+    doc = {**stored(0.5), "key": {"suite": "accuracy", "method_id": "full"}}
+    v = jd.judge(doc, measured(0.875), ctx(method_id="full", reference=True), SCHEMA)
+    assert v.rows[0].status == "changed"
+    assert v.fail.startswith("kvcheck: full changed in accuracy on passkey.accuracy")
+    assert "full is the reference" in v.fail and "either direction" in v.fail
+    # any other method improving passes
+    assert jd.judge(stored(0.5), measured(0.875), ctx(), SCHEMA).fail is None
+
+
+def test_update_new_adds_metrics_the_baseline_predates_and_moves_none():
+    m = jd.Measured({"passkey.accuracy": jd.metric(0.5, 0.125, "higher"),
+                     "kv_peak_ratio": jd.metric(0.25, 0.01, "lower")})
+    v = jd.judge(stored(0.75), m, ctx(update="new"), SCHEMA)
+    assert v.fail.startswith("kvcheck: snapkv-r0.5 regressed in accuracy on passkey.accuracy")  # new accepts no move
+    assert v.write["metrics"]["passkey.accuracy"]["value"] == 0.75  # the stored value stays
+    assert v.write["metrics"]["kv_peak_ratio"] == jd.metric(0.25, 0.01, "lower")
+    assert v.write["provenance"]["metrics_added"]["names"] == ["kv_peak_ratio"]
+    assert [r.status for r in v.rows] == ["regressed", "new"]  # shown, and a regression still reported
+    plain = jd.judge(stored(0.75), m, ctx(), SCHEMA)
+    assert plain.write is None and [r.status for r in plain.rows] == ["regressed", "new"]
+
+
+def test_a_row_at_the_end_of_its_range_cannot_fail_and_is_not_counted_as_passed():
+    def at(acc):
+        m = measured(acc)
+        m.bounds = {"passkey.accuracy": (0.0, 1.0)}
+        return jd.judge(stored(acc), m, ctx(), SCHEMA).rows[0].status
+    assert at(0.0) == "cannot-fail" and at(0.125) == "cannot-fail"  # one sample of slack from 0: nothing below
+    assert at(0.25) == "ok" and at(1.0) == "ok"
+    low = jd.Row("m", "drift", "share_hit_cap", 0.95, 0.95, 0.0, 0.0625, "lower", "ok")
+    assert jd.cannot_fail(low, (0.0, 1.0)) and not jd.cannot_fail(low, None)
+    assert not jd.cannot_fail(jd.Row("m", "drift", "share_hit_cap", 0.5, 0.5, 0.0, 0.0625, "lower", "ok"), (0.0, 1.0))

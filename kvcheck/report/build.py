@@ -59,4 +59,4 @@ def build_report(paths, out, baselines=None, quiet: bool = False) -> Result:
         index = out / "index.html"
         write_bytes_atomic(index, render_html(inputs, pngs, rows, notes).encode("utf-8"))
         pb.update(1)
-    return Result(index, written, sum(r["status"] in ("regressed", "missing") for r in rows), notes)
+    return Result(index, written, sum(r["status"] in ("regressed", "changed", "missing") for r in rows), notes)

@@ -52,14 +52,14 @@ padding:0 16px}
 h1{margin-bottom:4px}.meta{color:#555;font-size:14px}section{margin:28px 0}img{max-width:100%;border:1px solid #ddd}
 p.caption{color:#444;max-width:1000px}p.empty{color:#777;font-style:italic}table{border-collapse:collapse;
 font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}
-td.l{text-align:left;font-family:monospace}tr.regressed td,tr.missing td{background:#fde2e2}
+td.l{text-align:left;font-family:monospace}tr.regressed td,tr.changed td,tr.missing td{background:#fde2e2}
 tr.improved td{background:#e2f0fd}.counts span{margin-right:14px}ul.notes{color:#666;font-size:13px}
 nav a{margin-right:14px}
 """
 
 
 def _status(s: str) -> str:
-    return s.upper() if s in ("regressed", "missing") else s
+    return s.upper() if s in ("regressed", "changed", "missing") else s
 
 
 COLUMNS = (
@@ -85,7 +85,7 @@ def summary_html(rows: list[dict], paths=()) -> str:
         return ("<p class='empty'>No comparison rows: the regression table needs a file written by "
                 "pytest --kvcheck-report FILE.</p>")
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
-    bad = [r for r in rows if r["status"] in ("regressed", "missing")]
+    bad = [r for r in rows if r["status"] in ("regressed", "changed", "missing")]
     parts = ["<p class='counts'>" + "".join(f"<span><b>{c}</b> {s}</span>" for s, c in counts.items() if c) +
              f"<span>({len(rows)} comparisons)</span></p>"]
     if bad:

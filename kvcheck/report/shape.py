@@ -211,7 +211,7 @@ def flip_data(inputs: Inputs) -> dict:
             "refs": inputs.refs_of(methods)}
 
 
-STATUS_ORDER = {"regressed": 0, "missing": 1, "new": 2, "improved": 3, "ok": 4}
+STATUS_ORDER = {"regressed": 0, "changed": 1, "missing": 2, "new": 3, "improved": 4, "cannot-fail": 5, "ok": 6}
 
 
 def summary_rows(inputs: Inputs) -> list[dict]:

@@ -68,6 +68,7 @@ class Rule:
     pattern: str
     direction: str
     tolerance: Tolerance
+    bounds: tuple | None = None  # (lowest, highest) the metric can take: a row at its end cannot fail
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,8 @@ class Suite:
                                                                           noise=raw.perf_noise, k=AA_K),
                         details=raw.details, flip_rate=self.samples.flip_rate if self.samples else None,
                         alpha=self.samples.alpha if self.samples else None, skip_reason=raw.skip_reason,
-                        work=None if raw.work is None else self._metrics(raw.work, raw.counts, work=True))
+                        work=None if raw.work is None else self._metrics(raw.work, raw.counts, work=True),
+                        bounds={n: r.bounds for n in raw.values if (r := self.rule(n)).bounds is not None})
 
 
 def noise_floor(raw: Raw, variants: Sequence[Raw]) -> dict:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .base import NoiseRule, Rule, SampleRule, Suite, absolute, affine, per_count, relative
 
-NOISE = NoiseRule(variants=2, k=2.0)  # two perturbed runs when recording; tolerance ≥ 2 × the spread
+NOISE = NoiseRule(variants=2, k=2.0)
+UNIT = (0.0, 1.0)  # a share's range: a row whose baseline is within its tolerance of the far end cannot fail  # two perturbed runs when recording; tolerance ≥ 2 × the spread
 
 
 def _accuracy(workbench, method, ctx):
@@ -32,27 +33,30 @@ def _throughput(workbench, method, ctx):
 FIDELITY = Suite(
     "fidelity", _fidelity,
     rules=(Rule("kl_divergence", "lower", relative(0.1, 1e-4)),
-           Rule("top1_agreement", "higher", per_count(2.0)),  # two of the scored positions
+           Rule("top1_agreement", "higher", per_count(2.0), UNIT),  # two of the scored positions
            Rule("perplexity_ratio", "lower", affine(0.02, 1e-4)),
            Rule("attn_rel_error.*", "lower", relative(0.1, 1e-4)),
            # decode-time, along the full cache's greedy trajectory, one token per forward
            Rule("decode.kl_divergence", "lower", relative(0.1, 1e-4)),
-           Rule("decode.top1_agreement", "higher", per_count(2.0)),  # two of the decoded positions
+           Rule("decode.top1_agreement", "higher", per_count(2.0), UNIT),  # two of the decoded positions
            Rule("decode.match_tokens", "higher", per_count(16.0))),  # 16 tokens of one text's match
     noise=NOISE)
 
 ACCURACY = Suite(
     "accuracy", _accuracy,
-    rules=(Rule("*.accuracy", "higher", per_count(1.0)),),  # one sample of slack per task
+    rules=(Rule("*.accuracy", "higher", per_count(1.0), UNIT),),  # one sample of slack per task
     samples=SampleRule(correct=lambda score: score >= 0.5, digits=6, describe="right when the task's score ≥ 0.5"),
     feeds_negatives=True, noise=NOISE)
 
 DRIFT = Suite(
     "drift", _drift,
     rules=(Rule("median_diff_pct", "higher", absolute(10.0)),
-           Rule("share_20pct_longer", "lower", per_count(2.0)),  # two of the prompts
-           Rule("share_hit_cap", "lower", per_count(2.0)),
-           Rule("latency_ratio", "lower", absolute(0.1))),
+           Rule("share_20pct_longer", "lower", per_count(2.0), UNIT),  # two of the prompts
+           Rule("share_hit_cap", "lower", per_count(2.0), UNIT),
+           Rule("latency_ratio", "lower", absolute(0.1)),
+           # the most KV bytes held at any step while generating to EOS or the cap / full's most: a method
+           # that stops evicting while it generates holds its prompt budget plus every generated token
+           Rule("kv_peak_ratio", "lower", absolute(0.01))),
     samples=SampleRule(correct=lambda diff_pct: diff_pct > -20.0, digits=3,
                        describe="right unless ≥ 20 % longer than full's answer"),
     noise=NOISE)
