@@ -289,7 +289,7 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
     for r in rows:
         if r.status == "ok" and cannot_fail(r, measured.bounds.get(r.metric)):
             r.status = "cannot-fail"
-    samples_over, flip_text = False, ""
+    samples_over, flip_text, ref_over, ref_text = False, "", False, ""
     if measured.samples is not None and isinstance(stored.get("samples"), dict):
         base = stored["samples"]
         rw, wr = flipped(base, measured.samples)
@@ -312,9 +312,6 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
             if unstable:
                 flip_text += (f"\n  not counted (unstable under perturbation when recorded): "
                               f"{', '.join(unstable[:8])}{' …' if len(unstable) > 8 else ''}")
-    ref_over, ref_text = False, ""
-    if measured.samples is not None and isinstance(stored.get("samples"), dict):
-        base = stored["samples"]
         changed = reference_changes(base, measured.samples)
         common = len(base.keys() & measured.samples.keys())
         allowed = flip_allowance(common, measured.flip_rate, measured.alpha) if measured.flip_rate is not None else 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import KvcheckError
 from ..io import write_bytes_atomic
+from ..judge import FAILING
 from .canvas import require_matplotlib
 from .html import PLOTS, PNG_NAMES, render_html
 from .ids import REFERENCE
@@ -59,4 +60,4 @@ def build_report(paths, out, baselines=None, quiet: bool = False) -> Result:
         index = out / "index.html"
         write_bytes_atomic(index, render_html(inputs, pngs, rows, notes).encode("utf-8"))
         pb.update(1)
-    return Result(index, written, sum(r["status"] in ("regressed", "changed", "missing") for r in rows), notes)
+    return Result(index, written, sum(r["status"] in FAILING for r in rows), notes)

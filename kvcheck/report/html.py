@@ -6,6 +6,7 @@ import base64
 import datetime
 import html
 
+from ..judge import FAILING
 from ..tables import Column, number
 from ..tables import render_html as html_table
 from ..summary import accept_command
@@ -59,7 +60,7 @@ nav a{margin-right:14px}
 
 
 def _status(s: str) -> str:
-    return s.upper() if s in ("regressed", "changed", "missing") else s
+    return s.upper() if s in FAILING else s
 
 
 COLUMNS = (
@@ -85,7 +86,7 @@ def summary_html(rows: list[dict], paths=()) -> str:
         return ("<p class='empty'>No comparison rows: the regression table needs a file written by "
                 "pytest --kvcheck-report FILE.</p>")
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
-    bad = [r for r in rows if r["status"] in ("regressed", "changed", "missing")]
+    bad = [r for r in rows if r["status"] in FAILING]
     parts = ["<p class='counts'>" + "".join(f"<span><b>{c}</b> {s}</span>" for s, c in counts.items() if c) +
              f"<span>({len(rows)} comparisons)</span></p>"]
     if bad:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from .base import NoiseRule, Rule, SampleRule, Suite, absolute, affine, per_count, relative
 
-NOISE = NoiseRule(variants=2, k=2.0)
-UNIT = (0.0, 1.0)  # a share's range: a row whose baseline is within its tolerance of the far end cannot fail  # two perturbed runs when recording; tolerance ≥ 2 × the spread
+NOISE = NoiseRule(variants=2, k=2.0)  # two perturbed runs when recording; tolerance ≥ 2 × the spread
+UNIT = (0.0, 1.0)  # a share's range: a row whose baseline is within its tolerance of the far end cannot fail
 
 
 def _accuracy(workbench, method, ctx):
