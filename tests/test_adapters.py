@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -31,6 +32,11 @@ def _import_kvpress():
 
 
 kvpress, KVPRESS_MISSING = _import_kvpress()
+# the side environment's run (.ci/run) sets KVCHECK_REQUIRE_ADAPTERS: there a package that will not
+# import is an error, not a skip
+REQUIRED = set(filter(None, os.environ.get("KVCHECK_REQUIRE_ADAPTERS", "").split(",")))
+if "kvpress" in REQUIRED and kvpress is None:
+    raise ImportError(f"KVCHECK_REQUIRE_ADAPTERS names kvpress, which does not import here: {KVPRESS_MISSING}")
 needs_kvpress = pytest.mark.skipif(
     kvpress is None, reason=f"kvpress is not importable here ({KVPRESS_MISSING[:120]}); the kvpress adapter is "
                             "tested in the environment benchmarks/kvpress_env.sh builds")
@@ -200,6 +206,8 @@ def _hf(backend, **kw):
     from kvcheck.adapters.hf_quantized import HFQuantized, backend_available
 
     why = backend_available(backend)
+    if why and backend in REQUIRED:
+        pytest.fail(f"KVCHECK_REQUIRE_ADAPTERS names {backend}: {why}")
     if why:
         pytest.skip(why)
     return HFQuantized(backend=backend, **kw)
