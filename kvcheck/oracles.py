@@ -181,3 +181,61 @@ def round_trip_bound(packed, x: torch.Tensor) -> torch.Tensor | None:
     if not isinstance(packed, Packed):
         return None
     return packed.error_bound(x)
+
+
+# The shipped codecs' documented grids, stated apart from their code (as DOCUMENTED is for eviction), so a
+# grid coarser than stated cannot agree with itself: per method name, per tensor, the axis a group runs
+# along (2 tokens, 3 channels) and its size, from the method and head_dim; groups are aligned to the
+# axis' end and their range is taken over real entries only. fp8 is per token and head, relative.
+INT_GRIDS = {
+    "int": lambda m, tensor, d: (3, min(m.group_size, d)),
+    "kivi": lambda m, tensor, d: ((2, m.group_size) if tensor == "keys"
+                                  else (3, m.group_size if d % m.group_size == 0 and m.group_size <= d else d)),
+}
+FP16_ULP = 2.0 ** -10  # float16's relative spacing: a stored zero or scale is rounded outward by at most this
+FP16_TINY = 2.0 ** -24  # float16's smallest step
+
+
+def _group_range(x: torch.Tensor, real: torch.Tensor, axis: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per entry of ``x``, the min and max over the real entries of its group (groups of ``group`` along
+    ``axis``, aligned to the axis' end; a group with no real entry gets 0, 0)."""
+    x, real = x.movedim(axis, -1).double(), real.movedim(axis, -1)
+    n = x.shape[-1]
+    pad = (-n) % group
+    x = torch.nn.functional.pad(x, (pad, 0))
+    real = torch.nn.functional.pad(real, (pad, 0), value=False)
+    g = x.unflatten(-1, (-1, group))
+    r = real.unflatten(-1, (-1, group))
+    lo = g.masked_fill(~r, float("inf")).amin(-1, keepdim=True)
+    hi = g.masked_fill(~r, float("-inf")).amax(-1, keepdim=True)
+    empty = ~r.any(-1, keepdim=True)
+    lo, hi = lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
+    spread = lambda t: t.expand_as(g).flatten(-2)[..., pad:].movedim(-1, axis)  # noqa: E731
+    return spread(lo), spread(hi)
+
+
+def stated_round_trip_bound(method, x: torch.Tensor, valid: torch.Tensor, tensor: str) -> torch.Tensor | None:
+    """The largest ``|dq(q(x)) − x|`` each entry of ``x`` (``[b, kv_heads, n, d]``, ``valid [b, n]``) may
+    show by the method's documented grid and the data's own range, never the codec's stored scales:
+
+    - integer codecs (:data:`INT_GRIDS`, ``bits``): a group over real entries [lo, hi] gets the step
+      (hi − lo)/(2^bits − 1); the stored zero and step may each sit one float16 step outward, so
+      ``½·((hi − lo + 2⁻¹⁰·|lo| + 2⁻²⁴)/(2^bits − 1)·(1 + 2⁻¹⁰) + 2⁻²⁴) + 2⁻²⁰·(|x| + |lo| + |hi|)``;
+    - fp8 (e4m3, per token and head, scale s = absmax/448 rounded up to float16):
+      ``2⁻⁴·|x| + 2⁻¹⁰·max(s·(1 + 2⁻¹⁰), 2⁻²⁴) + 2⁻²⁰·|x|``.
+
+    None for a method whose grid is not documented here (your own: its packed tensor's
+    ``error_bound`` is all that states it)."""
+    real = valid[:, None, :, None].expand_as(x)
+    xa = x.double().abs()
+    if method.name == "fp8":
+        s = x.double().abs().masked_fill(~real, 0.0).amax(-1, keepdim=True) / 448.0
+        return 2.0 ** -4 * xa + 2.0 ** -10 * (s * (1 + FP16_ULP)).clamp_min(FP16_TINY) + SLACK * xa
+    rule = INT_GRIDS.get(method.name)
+    if rule is None or not hasattr(method, "bits"):
+        return None
+    axis, group = rule(method, tensor, x.shape[-1])
+    lo, hi = _group_range(x, real, axis, group)
+    levels = (1 << method.bits) - 1
+    step = (hi - lo + FP16_ULP * lo.abs() + FP16_TINY) / levels * (1 + FP16_ULP) + FP16_TINY
+    return step / 2 + SLACK * (xa + lo.abs() + hi.abs())

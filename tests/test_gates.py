@@ -35,6 +35,20 @@ class WrongScale(KIVI):
         return super().dequantize(packed, dtype)
 
 
+class CoarseGrid(KIVI):
+    """kivi whose value grid is 8 % coarser than its bits state; its packed tensor states the coarser
+    step, so the bound the codec states for itself still holds."""
+    def quantize_values(self, values, valid):
+        import torch
+        from kvcheck import quant
+        q = super().quantize_values(values, valid)
+        scale = (q.scale.float() * 1.08).to(q.scale.dtype)
+        step, zero = quant.per_entry(scale, q), quant.per_entry(q.zero, q)
+        codes = ((values.float() - zero) / step).round().clamp(0, (1 << q.bits) - 1).to(torch.uint8)
+        return quant.QTensor(quant.pack(codes, q.bits), scale, q.zero, q.bits, q.axis, q.group_size, q.shape,
+                             q.lead_pad)
+
+
 class SlowScore(SnapKV):
     """snapkv whose scoring does three times the work."""
     def score(self, inputs):
@@ -93,7 +107,8 @@ def snapkv(r):
 
 @kvcheck.method(params=[4])
 def kivi(bits):
-    return (WrongScale if PLANT == "scale" else KIVI)(bits=bits, group_size=32, residual=16)
+    cls = {"scale": WrongScale, "coarse": CoarseGrid}.get(PLANT, KIVI)
+    return cls(bits=bits, group_size=32, residual=16)
 '''
 
 
@@ -145,6 +160,18 @@ def test_wrong_kivi_scale_fails_fidelity(project):
     out = r.stdout.str()
     assert "kivi-b4-g32-res16 regressed in fidelity on" in out
     assert "attn_rel_error" in out and "kl_divergence" in out
+
+
+def test_a_grid_coarser_than_stated_fails_the_codec_property(project):
+    """A codec whose grid is 8 % coarser than its bits, and whose packed tensor states that coarser step:
+    the bound from the data's own range and the documented bits catches it; unchanged, it passes."""
+    r = run(project, "suites/test_properties_codec.py", "--kvcheck-methods", "kivi", "-k", "round_trip")
+    assert r.ret == 0, r.stdout.str()
+    r = run(project, "suites/test_properties_codec.py", "--kvcheck-methods", "kivi", "-k", "round_trip",
+            plant="coarse")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    assert "values:" in out and "over the bound its documented grid gives on the data's range" in out, out
 
 
 def test_suppressed_eos_fails_length_drift(project):
