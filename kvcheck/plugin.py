@@ -301,7 +301,19 @@ def pytest_collection_modifyitems(config, items):
         s.resolve()  # torch, the device and the dtype: only when a kvcheck test will run
 
 
+def seed_apart(item) -> None:
+    """Each declared method draws its own examples. Hypothesis derandomises (the ci profile) by the test
+    function, which every method shares, so the test's name with the method's id joins the function's
+    digest, as hypothesis does itself for tests with ``@pytest.mark.parametrize`` (the same examples for
+    the same method and test wherever the suite lives)."""
+    callspec = getattr(item, "callspec", None)
+    inner = getattr(getattr(getattr(item, "obj", None), "hypothesis", None), "inner_test", None)
+    if callspec is not None and "kv_method" in callspec.params and inner is not None:
+        inner._hypothesis_internal_add_digest = item.name.encode()
+
+
 def pytest_runtest_setup(item):
+    seed_apart(item)
     if item.get_closest_marker("gpu"):
         import torch
 
@@ -382,8 +394,30 @@ def pytest_sessionfinish(session, exitstatus):
                                           "machine": s.machine_key, "paths": sorted(s.test_paths), "rows": s.rows})
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """A property's exercised counts (:mod:`kvcheck.exercised`) go into its report, from every worker."""
+    from . import exercised
+
+    exercised.last = None
+    yield
+    if exercised.last:
+        item.user_properties.append((exercised.PROPERTY, exercised.last))
+        exercised.last = None
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     s = session_of(config)
+    if not hasattr(config, "workerinput"):
+        from .exercised import summary_lines
+
+        reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, ())
+                   if getattr(r, "when", "") == "call"]
+        lines = summary_lines(reports)
+        if lines:
+            terminalreporter.section("kvcheck: examples that exercised each property's rule")
+            for line in lines:
+                terminalreporter.line(line)
     if hasattr(config, "workerinput") or not s.rows:
         return
     from .judge import status_order

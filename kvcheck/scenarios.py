@@ -43,12 +43,19 @@ def head_dims(method) -> st.SearchStrategy[int]:
     return st.sampled_from(kst.HEAD_DIMS)
 
 
+# knobs redrawn by :func:`variants` (by field name): the protected regions (attention sinks, recent and
+# observation windows) small enough that drawn prompts of up to 40 tokens outgrow them, odd pooling kernels
+KNOBS = {"sinks": st.integers(0, 4), "recent": st.integers(0, 8), "window": st.integers(1, 8),
+         "kernel": st.sampled_from([1, 3, 5, 7])}
+
+
 @st.composite
-def variants(draw, method, lengths: list[int], redraw_residual=st.booleans()):
+def variants(draw, method, lengths: list[int], redraw_residual=st.booleans(), redraw_knobs=st.booleans()):
     """The method as declared, or with its knobs redrawn so that short drawn prompts still reach every
     code path: ``compression_ratio`` from :func:`kst.compression_ratios` or set to keep an exact
     :func:`kst.budgets` of one sample's tokens (1 and n included); ``bits`` from
-    :func:`kst.bit_widths`; ``residual`` small or on a sample's length ± 1 (when ``redraw_residual``)."""
+    :func:`kst.bit_widths`; each of :data:`KNOBS` (sinks, recent, window, kernel) from its range;
+    ``residual`` small or on a sample's length ± 1 (when ``redraw_residual``)."""
     names, changes = fields(method), {}
     if "compression_ratio" in names:
         how = draw(st.sampled_from(["declared", "ratio", "budget"]))
@@ -59,6 +66,9 @@ def variants(draw, method, lengths: list[int], redraw_residual=st.booleans()):
             changes["compression_ratio"] = kst.ratio_for_budget(n, draw(kst.budgets(n)))
     if "bits" in names and len(getattr(method, "supported_bits", ())) > 1 and draw(st.booleans()):
         changes["bits"] = draw(kst.bit_widths(method.supported_bits))
+    for knob, values in KNOBS.items():  # protected regions and kernels, so drawn prompts outgrow them
+        if knob in names and draw(redraw_knobs):
+            changes[knob] = draw(values)
     if "residual" in names and draw(redraw_residual):
         edges = sorted({max(0, n + d) for n in lengths for d in (-1, 0, 1)})
         changes["residual"] = draw(st.one_of(st.integers(0, 8), st.sampled_from(edges)))
@@ -105,16 +115,20 @@ class Scenario:
 
 @st.composite
 def scenarios(draw, method, bound: float = kst.BOUND, max_steps: int = 3, min_batch: int = 1,
-              seq=st.integers(1, 40), scale=None, redraw_residual=st.booleans()) -> Scenario:
+              seq=st.integers(1, 40), scale=None, redraw_residual=st.booleans(), min_steps: int = 0,
+              min_len: int = 1, redraw_knobs=st.booleans()) -> Scenario:
     """A :class:`Scenario` for ``method``: a drawn shape and batch (see :func:`kst.cache_batches`), a
-    :func:`variants` of the method, a layer position among up to 8 layers and up to ``max_steps``
-    decode chunks of 1–2 tokens. ``bound`` / ``scale``: the tensors' (see :func:`kst.kv_tensors`)."""
+    :func:`variants` of the method, a layer position among up to 8 layers and ``min_steps`` to
+    ``max_steps`` decode chunks of 1–2 tokens, every sample at least ``min_len`` tokens long. ``bound`` /
+    ``scale``: the tensors' (see :func:`kst.kv_tensors`)."""
+    if min_len > 1:
+        seq = seq.filter(lambda n: n >= min_len)
     shape = draw(kst.cache_shapes(batch=st.integers(min_batch, 3), seq=seq, head_dim=head_dims(method)))
-    batch = draw(kst.cache_batches(shape, bound, scale=scale))
-    m = draw(variants(method, batch.lengths, redraw_residual))
+    batch = draw(kst.cache_batches(shape, bound, min_len=min_len, scale=scale))
+    m = draw(variants(method, batch.lengths, redraw_residual, redraw_knobs))
     layer_idx, n_layers = draw(kst.layer_positions(8))
     steps = []
-    for _ in range(draw(st.integers(0, max_steps))):
+    for _ in range(draw(st.integers(min_steps, max(min_steps, max_steps)))):
         c = draw(st.integers(1, 2))
         q = draw(kst.kv_tensors(shape.q(c), bound, outlier_channels=st.just(0), scale=scale))
         k = draw(kst.kv_tensors(shape.kv(c), bound, scale=scale))  # keys carry the outlier channels

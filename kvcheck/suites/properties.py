@@ -2,10 +2,16 @@
 
 One cache layer is driven exactly as the model drives it (``kvcheck.scenarios.drive``) on drawn
 shapes (batch, KV heads, GQA groups, length, head_dim), left-padded batches whose padding holds
-garbage, keys with outlier channels, a drawn layer position and 0–3 decode chunks. The method is the
-declared one or the same method with a knob redrawn (``kvcheck.scenarios.variants``), so short drawn
-sequences still reach every code path. Reference values come from ``kvcheck.oracles``. Methods a
-property does not apply to are skipped with the reason. Codec-level properties are in
+garbage, keys with outlier channels, a drawn layer position and up to 4 decode chunks. The method is
+the declared one or the same method with its knobs redrawn (``kvcheck.scenarios.variants``: ratio,
+bits, residual, sinks, recent and observation windows), so drawn prompts outgrow its protected regions
+and reach every code path. Each declared method draws its own examples. Reference values come from
+``kvcheck.oracles``. Methods a property does not apply to are skipped with the reason.
+
+Each property names the rules it exercises (``kvcheck.exercised``): the run reports per property how
+many examples exercised each (a prompt token evicted, an eviction while generating, a cut the scores
+decide, attention over an evicted cache or over dequantised slots), and a property that never
+exercised a rule that applies to the method fails. Codec-level properties are in
 test_properties_codec.py, model-level ones in test_properties_model.py.
 """
 from __future__ import annotations
@@ -19,6 +25,7 @@ from hypothesis import strategies as st
 
 from kvcheck import oracles
 from kvcheck import strategies as kst
+from kvcheck.exercised import exercises, note
 from kvcheck.methods import EvictionMethod, Full, QuantMethod
 from kvcheck.scenarios import Scenario, drive, fields, held, kept_positions, near_tie, scenarios
 from kvcheck.strategies import profile_share as share
@@ -28,21 +35,50 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ATTENTION_BOUND = 8.0  # |q|, |k|, |v| bound where outputs are compared: float32 logits stay well resolved
 
 
-@share(1.0)
+def evicts(m) -> bool:
+    return isinstance(m, EvictionMethod) and not isinstance(m, Full)
+
+
+def quantises(m) -> bool:
+    return isinstance(m, QuantMethod)
+
+
+def protected(m, n: int) -> int:
+    """Tokens of an n-token prompt the method keeps whatever their scores (sinks, recent, window)."""
+    p = m.promises()
+    return sum(min(k, n) for k in (p.sinks, p.recent, p.window) if k is not None)
+
+
+EVICTED_AT_PREFILL = ("a prompt token evicted", evicts)
+EVICTED_WHILE_GENERATING = ("an eviction while generating", lambda m: evicts(m) and oracles.evicts_on_decode(m))
+QUANTISED = ("a token quantised", quantises)
+
+
+@exercises(EVICTED_AT_PREFILL, EVICTED_WHILE_GENERATING, QUANTISED)
+@share(2.0)
 @given(data=st.data())
 def test_kept_slots_follow_the_budget(kv_method, data):
     """Per layer, sample and KV head, after prefill and decode chunks: kept count = the method's formula
     (``oracles.expected_counts``), kept positions strictly increasing (unique, sorted) and within the
     tokens seen, held keys/values the original ones of those positions (eviction), and every token
     the method promises (sinks, recent window, observation window) kept."""
-    sc = data.draw(scenarios(kv_method))
+    sc = data.draw(scenarios(kv_method, min_steps=1, max_steps=4, redraw_residual=st.just(True)))
     layer, _ = drive(sc)
     m, b = sc.method, sc.batch
     if isinstance(m, EvictionMethod):
         for n in set(b.lengths):
             assert 1 <= m.budget(n, sc.layer_idx, sc.n_layers) <= n, f"budget of {n} tokens out of [1, {n}]"
     heads = b.shape.kv_heads
-    assert layer.kept_counts().tolist() == [[w] * heads for w in oracles.expected_counts(sc)]
+    want = oracles.expected_counts(sc)
+    assert layer.kept_counts().tolist() == [[w] * heads for w in want]
+    if evicts(m):
+        at_prefill = [oracles.documented_budget(m, n, sc.layer_idx, sc.n_layers) for n in b.lengths]
+        note(EVICTED_AT_PREFILL[0], any(k < n for k, n in zip(at_prefill, b.lengths)))
+        new_tokens = sum(step[0].shape[2] for step in sc.steps)
+        if EVICTED_WHILE_GENERATING[1](m):
+            note(EVICTED_WHILE_GENERATING[0], any(k + new_tokens > w for k, w in zip(at_prefill, want)))
+    if quantises(m):
+        note(QUANTISED[0], getattr(layer, "n_quant", 0) > 0)
     keys, values, valid, _ = held(layer)
     for row, (prompt, seen) in enumerate(zip(b.lengths, sc.seen())):
         orig_k, orig_v = sc.originals(row)
@@ -93,6 +129,12 @@ def check_batch_invariance(sc: Scenario) -> None:
     if near_tie(gaps):
         event("near tie at a cut")
         return
+    m, n = sc.method, sc.batch.lengths[i]
+    if evicts(m):
+        budget = oracles.documented_budget(m, n, sc.layer_idx, sc.n_layers)
+        note(SCORED_CUT[0], protected(m, n) < budget < n)
+    if quantises(m):
+        note(QUANTISED[0], getattr(alone_layer, "n_quant", 0) > 0)
     layer, calls = drive(sc)
     assert kept_positions(layer, i) == kept_positions(alone_layer, 0), "kept positions differ"
     k, v, valid, _ = held(layer)
@@ -111,7 +153,11 @@ def check_batch_invariance(sc: Scenario) -> None:
         assert bad is None, f"call {step}: attention output in the batch vs alone: {bad}"
 
 
-@share(1.5)
+SCORED_CUT = ("a cut the scores decide (budget between the protected tokens and the prompt)", evicts)
+
+
+@exercises(SCORED_CUT, QUANTISED)
+@share(2.5)
 @given(data=st.data())
 def test_batch_invariance(kv_method, data):
     """The shortest sample alone and the same sample (bit for bit) left-padded among longer ones with
@@ -125,7 +171,7 @@ def test_batch_invariance(kv_method, data):
     here: padding changes which tokens are flushed only around a sample's length.
     """
     sc = data.draw(scenarios(kv_method, bound=ATTENTION_BOUND, min_batch=2, scale=st.floats(0.05, 8.0),
-                             redraw_residual=st.just(True)))
+                             redraw_residual=st.just(True), redraw_knobs=st.just(True), min_len=8))
     check_batch_invariance(sc)
 
 
@@ -158,21 +204,36 @@ def reads_originals(sc: Scenario, call) -> bool:
     return True
 
 
-@share(1.0)
+ATTENDED_AFTER_EVICTION = ("a decode call over an evicted cache", evicts)
+ATTENDED_OVER_CODES = ("a decode call over dequantised slots", quantises)
+
+
+@exercises(ATTENDED_AFTER_EVICTION, ATTENDED_OVER_CODES)
+@share(1.5)
 @given(data=st.data())
 def test_attention_is_exact_over_the_kept_set(kv_method, data):
     """At prefill and for every decode chunk, every query head and every real query: kvcheck's attention
     output equals ``oracles.exact_attention`` (softmax by hand in float64) over only the held slots,
     within ``oracles.rounding_tolerance``; for exact caches (full, eviction) the held slots are the
     original keys/values of their true positions, so this is attention over the kept set."""
-    sc = data.draw(scenarios(kv_method, bound=ATTENTION_BOUND))
+    sc = data.draw(scenarios(kv_method, bound=ATTENTION_BOUND, min_steps=1, max_steps=4, redraw_residual=st.just(True)))
     _, calls = drive(sc)
+    lengths = torch.tensor(sc.batch.lengths)
+    evicted = codes = False
     for step, call in enumerate(calls):
+        if step:  # a decode call: did it attend over fewer slots than tokens seen, or over codes?
+            seen = lengths + sum(s[0].shape[2] for s in sc.steps[:step])
+            evicted |= bool((call.key_valid[:, 0].sum(-1) < seen).any())
+            codes |= isinstance(sc.method, QuantMethod) and not reads_originals(sc, call)
         if not isinstance(sc.method, QuantMethod):
             assert reads_originals(sc, call), f"call {step}: attention read keys/values that are not the originals"
         rows = call.q_valid
         bad = oracles.mismatch(call.out[rows], oracles.exact_attention(call)[rows], oracles.rounding_tolerance(call))
         assert bad is None, f"call {step}: {bad}"
+    if evicts(sc.method):
+        note(ATTENDED_AFTER_EVICTION[0], evicted)
+    if quantises(sc.method):
+        note(ATTENDED_OVER_CODES[0], codes)
 
 
 @share(1.0)
