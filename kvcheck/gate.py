@@ -9,6 +9,7 @@ for, and :func:`enforce` turns the verdict into a pass, a failure or a skip (the
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import platform
 import subprocess
@@ -87,6 +88,17 @@ class Gate:
         except BaselineError as exc:
             pytest.fail(f"kvcheck: {exc}", pytrace=False)
 
+    def _random_baseline(self, suite_name: str, method) -> dict | None:
+        """random's committed per-sample records in ``suite_name`` at ``method``'s ratio (seed 0), or None
+        where the check does not apply or no such baseline is committed."""
+        if not _beats_random_applies(suite_name, method):
+            return None
+        from .methods import RandomKeep
+
+        stored = self._load(self.session.key(suite_name, RandomKeep(compression_ratio=method.compression_ratio).id))
+        samples = (stored or {}).get("samples")
+        return samples if isinstance(samples, dict) else None
+
     def run(self, suite, method) -> Verdict:
         """Measure ``method`` with ``suite`` (timed only where timings would be judged) and check it.
         When the baseline will be written (none yet, ``--kvcheck-update=all``, or ``new`` adding metrics
@@ -129,7 +141,11 @@ class Gate:
         key = s.key(name, method.id)
         path = s.store.path(key)
         stored = self._load(key)
-        verdict = jd.judge(stored, measured, self._context(name, method, path), SCHEMA)
+        ctx = self._context(name, method, path)
+        random_base = self._random_baseline(name, method) if measured.samples is not None else None
+        if random_base is not None:
+            ctx = dataclasses.replace(ctx, ratio=method.compression_ratio)
+        verdict = jd.judge(stored, measured, ctx, SCHEMA, random_base=random_base)
         for row in verdict.rows:
             row.method_name, row.params = method.name, dict(method.params())
         s.record(self.request, verdict.rows)
@@ -137,6 +153,14 @@ class Gate:
             s.store.stage(path, verdict.write)
         enforce(verdict)
         return verdict
+
+
+def _beats_random_applies(suite_name: str, method) -> bool:
+    """Accuracy suites judge an eviction method against ``random`` at its ratio (not random itself)."""
+    from .methods import EvictionMethod, RandomKeep
+
+    return (suite_name.startswith("accuracy") and isinstance(method, EvictionMethod)
+            and not isinstance(method, RandomKeep) and method.compression_ratio > 0)
 
 
 def _is_reference(method) -> bool:

@@ -43,7 +43,9 @@ def flips(baseline: Mapping[Hashable, bool], method: Mapping[Hashable, bool]) ->
 # ---- metrics and rows ------------------------------------------------------------------------------
 
 DIRECTIONS = ("higher", "lower", "equal")  # higher / lower is better; equal: any move beyond tolerance
-STATUSES = ("regressed", "changed", "missing", "new", "improved", "cannot-fail", "ok")  # the summary table's order
+# the summary table's order; below-random: an eviction method that does not beat random at its ratio on a
+# task when its baseline was recorded (listed, never counted as a passed gate)
+STATUSES = ("regressed", "changed", "missing", "new", "improved", "cannot-fail", "below-random", "ok")
 FAILING = ("regressed", "changed", "missing")  # changed: the reference's own row moved, in either direction
 
 
@@ -199,6 +201,7 @@ class Context:
     strict_perf: bool = False
     software: str = ""  # the software path counted work is stored under (kvcheck.machine.software_key)
     reference: bool = False  # the method is the reference (full): its rows measure the engine, any move fails
+    ratio: float = 0.0  # an eviction method's compression_ratio (named in the beats-random message)
 
 
 @dataclass
@@ -239,6 +242,36 @@ def untimed_reason(stored: Mapping | None, ctx: Context) -> str | None:
             "record one with --kvcheck-update=perf on this machine")
 
 
+def versus_random(tasks: list[str], base: Mapping, now: Mapping, random_base: Mapping, method: str,
+                  suite: str, ratio: float) -> tuple[list[Row], str]:
+    """Does an eviction method beat ``random`` at its ratio, per task? (rows ``<task>.beats_random``, the
+    message of those that fail.)
+
+    ``base`` / ``now``: the method's per-sample records (baseline, this run), ``random_base`` random's
+    committed baseline at the same ratio; a sample belongs to task t when its id starts with ``t-``. The
+    margin is (right − random's right) / samples. A sample that was unstable when the method's baseline
+    was recorded counts as it was then (its flips are noise). Where the baseline's margin was > 0 and
+    this run's is ≤ 0, the method fell to random's level: ``regressed``. Where the baseline's margin was
+    ≤ 0, the row is ``below-random``: it gates nothing, and the table says so."""
+    rows, lines = [], []
+    for task in tasks:
+        ids = sorted(i for i in base if i.startswith(task + "-") and i in now and i in random_base)
+        if not ids:
+            continue
+        n = len(ids)
+        right_random = sum(bool(random_base[i].get("correct")) for i in ids)
+        right_base = sum(bool(base[i].get("correct")) for i in ids)
+        right_now = sum(bool(base[i].get("correct") if base[i].get("stable") is False else now[i].get("correct"))
+                        for i in ids)
+        was, margin = (right_base - right_random) / n, (right_now - right_random) / n
+        status = "below-random" if was <= 0 else ("regressed" if margin <= 0 else "ok")
+        rows.append(Row(method, suite, f"{task}.beats_random", was, margin, margin - was, 0.0, "higher", status))
+        if status == "regressed":
+            lines.append(f"  {task}: {right_now} of {n} right, random at r{ratio:g} {right_random} of {n} "
+                         f"(the baseline had {right_base}): no better than evicting at random")
+    return rows, "\n".join(lines)
+
+
 def reference_changes(base_samples: Mapping, now_samples: Mapping) -> list[str]:
     """Ids whose reference output (``expected``: full's output for drift, the task's answer for
     accuracy) differs from the baseline's, in either direction."""
@@ -264,8 +297,11 @@ def _flip_lines(base_samples: Mapping, now_samples: Mapping, ids: list[str], lim
     return "\n".join(out)
 
 
-def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int) -> Verdict:
-    """Judge a measurement against the stored baseline (None: there is none) under the update mode."""
+def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int,
+          random_base: Mapping | None = None) -> Verdict:
+    """Judge a measurement against the stored baseline (None: there is none) under the update mode.
+    ``random_base``: random's committed per-sample records at the method's ratio (:func:`versus_random`;
+    given for eviction methods in accuracy suites)."""
     suite, mid, update = ctx.suite, ctx.method_id, ctx.update
     if stored is not None and (stored["key"].get("method_id"), stored["key"].get("suite")) != (mid, suite):
         return Verdict(fail=f"kvcheck: baseline {ctx.path} holds {stored['key'].get('method_id')!r} in "
@@ -323,6 +359,12 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
                         f"{len(changed)} of {common} samples (allowed {allowed}, another float path). The engine, "
                         f"the model or the task set changed, not only {mid}; every method's rows moved with it:\n"
                         + _reference_lines(base, measured.samples, changed) + "\n")
+    random_text = ""
+    if random_base and measured.samples is not None and isinstance(stored.get("samples"), dict):
+        tasks = sorted(n[:-len(".accuracy")] for n in stored["metrics"] if n.endswith(".accuracy"))
+        random_rows, random_text = versus_random(tasks, stored["samples"], measured.samples, random_base, mid, suite,
+                                                 ctx.ratio)
+        rows += random_rows
     if ctx.reference:  # full's own rows measure the engine: a move either way is a change
         for r in rows:
             if r.status == "improved":
@@ -386,7 +428,7 @@ def judge(stored: Mapping | None, measured: Measured, ctx: Context, schema: int)
                 "either direction fails\n") if ctx.reference and any(r.status == "changed" for r in shown) else ""
         verdict.fail = (f"kvcheck: {mid} {what} in {suite} on {names}\n"
                         f"  baseline: {ctx.path}\n{format_rows(shown)}\n" + ref_text + note
-                        + (flip_text + "\n" if flip_text else "")
+                        + (flip_text + "\n" if flip_text else "") + (random_text + "\n" if random_text else "")
                         + f"  if the change is intended, accept it with: {ctx.accept}"
                         + ("perf" if only_perf else "all"))
     elif work_note or (perf_note and (not work_rows or ctx.strict_perf)):

@@ -50,6 +50,9 @@ def render(rows: list[dict], session=None, *, paths: Sequence[str] | None = None
     if counts["cannot-fail"]:
         lines.append(f"{counts['cannot-fail']} rows cannot fail: their baseline is within tolerance of the end of "
                      "the metric's range (e.g. accuracy 0), so they pass without gating anything")
+    if counts["below-random"]:
+        lines.append(f"{counts['below-random']} rows below random: an eviction method that did not beat random at its "
+                     "ratio on a task when its baseline was recorded (README lists them); they gate nothing")
     if counts["improved"]:
         lines.append(f"{counts['improved']} improved beyond tolerance (passing): review them, and ratchet the "
                      "baselines with --kvcheck-update=all if the gain is real")

@@ -5,6 +5,7 @@ update modes, and xdist."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ CONFTEST = '''
 import os
 import kvcheck
 import kvcheck.engine as engine
-from kvcheck.methods import Full, KIVI, SnapKV, StreamingLLM
+from kvcheck.methods import Full, KIVI, RandomKeep, SnapKV, StreamingLLM, TOVA
 
 PLANT = os.environ.get("KVCHECK_PLANT", "")
 
@@ -47,6 +48,12 @@ class CoarseGrid(KIVI):
         codes = ((values.float() - zero) / step).round().clamp(0, (1 << q.bits) - 1).to(torch.uint8)
         return quant.QTensor(quant.pack(codes, q.bits), scale, q.zero, q.bits, q.axis, q.group_size, q.shape,
                              q.lead_pad)
+
+
+class RandomScores(TOVA):
+    """tova whose prefill scores are random's: it keeps what random keeps from the prompt (same id)."""
+    def score(self, inputs):
+        return RandomKeep(compression_ratio=self.compression_ratio).score(inputs)
 
 
 class SlowScore(SnapKV):
@@ -103,6 +110,16 @@ def streaming_llm(r):
 @kvcheck.method(params=[0.5])
 def snapkv(r):
     return (SlowScore if PLANT == "slow" else SnapKV)(compression_ratio=r, window=16)
+
+
+@kvcheck.method(params=[0.5])
+def tova(r):
+    return (RandomScores if PLANT == "random" else TOVA)(compression_ratio=r)
+
+
+@kvcheck.method(params=[0.5])
+def random(r):
+    return RandomKeep(compression_ratio=r)
 
 
 @kvcheck.method(params=[4])
@@ -172,6 +189,20 @@ def test_a_grid_coarser_than_stated_fails_the_codec_property(project):
     r.assert_outcomes(failed=1)
     out = r.stdout.str()
     assert "values:" in out and "over the bound its documented grid gives on the data's range" in out, out
+
+
+def test_a_method_fallen_to_random_fails_accuracy_on_beats_random(project):
+    """tova keeping a random choice of the prompt: it falls to random's level, and beats_random says so;
+    unchanged, it beats random (4 of 4 against 2 of 4 on the smoke tier) and passes."""
+    accept(project, "test_accuracy.py", "full,tova,random")
+    r = run(project, "suites/test_accuracy.py", "--kvcheck-methods", "full,tova,random")
+    assert r.ret == 0, r.stdout.str()
+    assert re.search(r"tova-r0.5 +accuracy +passkey-L256.beats_random .* ok", r.stdout.str()), r.stdout.str()
+    r = run(project, "suites/test_accuracy.py", "--kvcheck-methods", "full,tova,random", plant="random")
+    out = r.stdout.str()
+    r.assert_outcomes(passed=2, failed=1)
+    assert "tova-r0.5 regressed in accuracy on" in out and "beats_random" in out, out
+    assert "no better than evicting at random" in out, out
 
 
 def test_suppressed_eos_fails_length_drift(project):

@@ -269,3 +269,40 @@ def test_a_row_at_the_end_of_its_range_cannot_fail_and_is_not_counted_as_passed(
     low = jd.Row("m", "drift", "share_hit_cap", 0.95, 0.95, 0.0, 0.0625, "lower", "ok")
     assert jd.cannot_fail(low, (0.0, 1.0)) and not jd.cannot_fail(low, None)
     assert not jd.cannot_fail(jd.Row("m", "drift", "share_hit_cap", 0.5, 0.5, 0.0, 0.0625, "lower", "ok"), (0.0, 1.0))
+
+
+def _task(rights: list[bool], stable: list[bool] | None = None) -> dict:
+    out = {}
+    for i, right in enumerate(rights):
+        r = rec(right)
+        if stable is not None:
+            r["stable"] = stable[i]
+        out[f"passkey-{i:03d}"] = r
+    return out
+
+
+def test_a_method_fallen_to_randoms_level_fails_naming_the_task_and_counts():
+    random_base = _task([True, True, False, False, False, False, False, False])  # random: 2 of 8
+    base = _task([True, True, True, False, False, False, False, False])  # the method beat it: 3 of 8
+    now = _task([True, True, False, False, False, False, False, False])  # one flip, within every other tolerance
+    v = jd.judge(stored(0.375, base), measured(0.25, now, allowance=1), ctx(ratio=0.5), SCHEMA, random_base=random_base)
+    row = next(r for r in v.rows if r.metric == "passkey.beats_random")
+    assert row.status == "regressed" and row.baseline == 1 / 8 and row.now == 0.0
+    assert v.fail and "passkey.beats_random" in v.fail
+    assert "2 of 8 right, random at r0.5 2 of 8 (the baseline had 3)" in v.fail
+    # the same run with the method still ahead passes
+    v = jd.judge(stored(0.375, base), measured(0.375, base), ctx(ratio=0.5), SCHEMA, random_base=random_base)
+    assert v.fail is None and [r.status for r in v.rows if r.metric.endswith("beats_random")] == ["ok"]
+
+
+def test_a_method_that_never_beat_random_is_listed_not_passed_and_unstable_flips_are_noise():
+    random_base = _task([True, True, True, False])
+    base = _task([True, True, False, False])  # below random when recorded
+    v = jd.judge(stored(0.5, base), measured(0.5, base), ctx(ratio=0.75), SCHEMA, random_base=random_base)
+    assert [r.status for r in v.rows if r.metric.endswith("beats_random")] == ["below-random"] and v.fail is None
+    # a flip of a sample that was unstable when recorded counts as it was then
+    base = _task([True, True, True, True], stable=[True, True, True, False])
+    now = _task([True, True, True, False])
+    random_base = _task([True, True, True, False])
+    rows, text = jd.versus_random(["passkey"], base, now, random_base, "m", "accuracy", 0.5)
+    assert rows[0].status == "ok" and rows[0].now == 0.25 and text == ""

@@ -211,7 +211,8 @@ def flip_data(inputs: Inputs) -> dict:
             "refs": inputs.refs_of(methods)}
 
 
-STATUS_ORDER = {"regressed": 0, "changed": 1, "missing": 2, "new": 3, "improved": 4, "cannot-fail": 5, "ok": 6}
+STATUS_ORDER = {"regressed": 0, "changed": 1, "missing": 2, "new": 3, "improved": 4, "cannot-fail": 5,
+                "below-random": 6, "ok": 7}
 
 
 def summary_rows(inputs: Inputs) -> list[dict]:
