@@ -26,7 +26,12 @@ def layer_for(method, layer_idx: int, n_layers: int) -> SlotLayer:
         cls = DecodeEvictionLayer if caps.evicts_on_decode else EvictionLayer
         return cls(method, layer_idx, n_layers)
     if caps.kind == "quant":
+        if not method.quantizes_layer(layer_idx, n_layers):  # a layer the method keeps at full precision
+            return FullLayer(method, layer_idx, n_layers)
         return QuantLayer(method, layer_idx, n_layers)
+    if caps.kind == "variable":  # kept counts that vary by sample and head (kvcheck.methods.variable)
+        from .variable import VariableLayer
+        return VariableLayer(method, layer_idx, n_layers)
     return method.make_layer(layer_idx, n_layers)
 
 

@@ -59,6 +59,8 @@ class Method:
     """Base of every method. Subclasses are frozen dataclasses and set ``name``."""
 
     name: ClassVar[str] = "method"
+    # the serving-engine setting the method mirrors (e.g. "vLLM --kv-cache-dtype fp8"); "" when none
+    engine: ClassVar[str] = ""
     layer_kind: ClassVar[str] = "custom"  # set by the base types below; "custom" builds its own layer
 
     def __init_subclass__(cls, **kwargs):
@@ -259,9 +261,17 @@ class QuantMethod(Method):
         """Bytes ``tokens`` quantised slots of keys and values hold (None: no stated layout)."""
         return None
 
+    def quantizes_layer(self, layer_idx: int, n_layers: int) -> bool:
+        """Whether layer ``layer_idx`` of ``n_layers`` is quantised; False: the cache keeps it at full
+        precision (a plain full layer). True for every layer unless a method says otherwise."""
+        return True
+
     def stated_nbytes(self, shape, lengths: list[int], layer_idx: int, n_layers: int, elt: int) -> int | None:
-        """``max(0, t − residual)`` slots quantised (t the padded length), the rest full precision."""
+        """``max(0, t − residual)`` slots quantised (t the padded length), the rest full precision; every
+        slot full precision in a layer the method does not quantise (:meth:`quantizes_layer`)."""
         b, h, t, d = shape.batch, shape.kv_heads, shape.seq, shape.head_dim
+        if not self.quantizes_layer(layer_idx, n_layers):
+            return 2 * b * h * t * d * elt
         nq = t - self.residual if t > self.residual else 0
         packed = self.quantized_nbytes(b, h, nq, d)
         if packed is None:
