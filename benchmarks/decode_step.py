@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 
 def filled_cache(lm, method, batch: int, length: int, seed: int = 0):
     """A cache for ``method`` holding what a prefill of ``length`` random tokens' keys/values leaves."""
+    from kvcheck import engine
     from kvcheck.cache import CompressedCache
 
     cfg = lm.model.config
@@ -41,6 +42,7 @@ def filled_cache(lm, method, batch: int, length: int, seed: int = 0):
     for layer in cache.layers:
         k, v, q = (torch.randn(s, generator=g).to(lm.device, lm.dtype) for s in (shape_kv, shape_kv, shape_q))
         layer.update(k, v, positions, valid)
+        engine.give_rope(layer, attn)  # as a live prefill does: rules reading pre-RoPE queries need it
         layer.after_forward(q, attn.scaling)
     return cache
 

@@ -6,6 +6,8 @@ layer compress (``after_forward``): scores are computed from the queries this la
 no T×T matrix is built and the model keeps SDPA everywhere. Models are never patched. The one
 exception: on CPU, a method whose scores need every query's attention weights (H2O) computes an
 unpadded prefill's attention output from those same weights (``prefill_attention``), in blocks of rows.
+Before a layer's prefill compresses, it is handed the rotation the attention module applied
+(:func:`give_rope`, :mod:`kvcheck.methods.rope`), so rules can read the queries before RoPE.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import functools
 import torch
 
 from .layer_api import CACHE_KWARG
+from .methods.rope import rope_of
 from .work import region
 
 _registered = False
@@ -55,6 +58,8 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
     layer = cache.layers[module.layer_idx]
     q_pos, q_valid = cache.query_positions, cache.query_valid
     fresh = not layer.prefilled
+    if fresh:
+        give_rope(layer, module)
     mask = None
     with region("attention"):
         if not (fresh and bool(q_valid.all())) and not (query.shape[2] == 1 and bool(layer.valid.all())):
@@ -83,6 +88,13 @@ def kvcheck_attention(module, query, key, value, attention_mask, scaling=None, d
         with region("method"):
             layer.after_forward(query, scaling)
     return out, None
+
+
+def give_rope(layer, module) -> None:
+    """Hand a cache layer that scores at prefill (one with a ``rope`` slot: the eviction layers) the
+    rotation ``module`` applied to its queries and keys, before its prefill's ``after_forward``."""
+    if hasattr(layer, "rope"):
+        layer.rope = rope_of(module)
 
 
 def register() -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .attention import sync  # noqa: F401  (engine.sync: the benchmarks call it)
+from .attention import give_rope, sync  # noqa: F401  (engine.sync: the benchmarks call it)
 from .cache import CompressedCache, full_kv_bytes, kv_ratio
 from .layer_api import CACHE_KWARG
 from .errors import KvcheckError
@@ -157,12 +157,18 @@ def _capture(lm, samples, seqs, ids, valid, positions) -> Prefill:
                    lm.model.model.layers[0].self_attn.scaling, time.perf_counter() - t0)
 
 
+def _attention_modules(lm) -> list:
+    """Each decoder layer's attention module (``model.model.layers[i].self_attn``)."""
+    return [block.self_attn for block in lm.model.model.layers]
+
+
 def replay(lm, pre: Prefill, method) -> CompressedCache:
     """A cache for ``method`` holding what a live prefill of ``pre``'s prompts would leave."""
     cache = CompressedCache(method, lm.model.config.num_hidden_layers)
     pos, valid = pre.positions, pre.valid
-    for layer, k, v, q in zip(cache.layers, pre.keys, pre.values, pre.queries):
+    for layer, k, v, q, attn in zip(cache.layers, pre.keys, pre.values, pre.queries, _attention_modules(lm)):
         layer.update(k, v, pos, valid)
+        give_rope(layer, attn)  # as kvcheck's attention function does before a live prefill compresses
         layer.after_forward(q, pre.scaling)
     return cache
 

@@ -30,6 +30,12 @@ class ScoreInputs:
     queries: ``[batch, q_heads, seq, head_dim]`` (after RoPE); keys/values: ``[batch, kv_heads, seq,
     head_dim]``; valid: ``[batch, seq]`` (False on left padding); positions: ``[batch, seq]`` true
     token positions.
+
+    rope: the rotation the model applied to ``queries`` and ``keys`` (a :class:`kvcheck.methods.rope.Rope`),
+    for rules that need queries before RoPE (:meth:`queries_pre_rope`) or cos/sin at positions not yet
+    seen (``rope.cos_sin(positions, head_dim)``). The cache fills it for every eviction method, live
+    and replayed; :data:`kvcheck.methods.rope.NO_ROPE` when the tensors carry no rotation; None only
+    when built by hand without one (then :meth:`queries_pre_rope` raises).
     """
 
     queries: torch.Tensor
@@ -40,6 +46,18 @@ class ScoreInputs:
     scaling: float
     layer_idx: int
     n_layers: int
+    rope: object | None = None  # a kvcheck.methods.rope.Rope
+
+    def queries_pre_rope(self) -> torch.Tensor:
+        """The queries as the model projected them, before RoPE: ``[batch, q_heads, seq, head_dim]``,
+        float32, each rotated back from its true position (``rope.invert``). Padding rows are the
+        padding's queries rotated back from the positions given to them: rules mask them out."""
+        if self.rope is None:
+            from .errors import KvcheckError
+
+            raise KvcheckError("these ScoreInputs carry no rope: pass rope=kvcheck.methods.rope.NO_ROPE for "
+                               "tensors without a rotation, or the model's (rope_of(the attention module)).")
+        return self.rope.invert(self.queries, self.positions)
 
     @property
     def groups(self) -> int:

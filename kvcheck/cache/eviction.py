@@ -33,6 +33,9 @@ class EvictionLayer(PerHeadSlots):
         self.state: dict[str, torch.Tensor] = {}
         self.last_kept: torch.Tensor | None = None  # slot positions kept at prefill, for inspection
         self.fused_scores: torch.Tensor | None = None  # prefill scores computed with the attention
+        # the model's rotation of queries and keys (kvcheck.methods.rope.Rope), handed on in ScoreInputs;
+        # set before the prefill's after_forward by kvcheck's attention function and by engine.replay
+        self.rope = None
 
     def update(self, key_states, value_states, positions=None, valid=None, **kwargs):
         appending = self.is_initialized
@@ -67,7 +70,7 @@ class EvictionLayer(PerHeadSlots):
             self.seen = self.valid[:, 0].sum(dim=-1)
             self.budget = self._budget()
             inputs = ScoreInputs(queries, self.keys, self.values, self.valid[:, 0], self.positions[:, 0],
-                                 scaling, self.layer_idx, self.n_layers)
+                                 scaling, self.layer_idx, self.n_layers, rope=self.rope)
             if scores is None:
                 scores = self.method.score(inputs)
             scores = self.prefill_ranking(scores, queries, scaling)
