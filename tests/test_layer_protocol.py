@@ -62,7 +62,7 @@ def test_the_layer_follows_the_method_type(method, layer):
 
 def test_every_registered_method_has_a_built_in_layer():
     for cls in REGISTRY.values():
-        assert cls().capabilities.kind in ("full", "eviction", "quant"), cls.name
+        assert cls().capabilities.kind in ("full", "eviction", "quant", "variable"), cls.name
 
 
 def test_a_custom_method_builds_its_own_layer():

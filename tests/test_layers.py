@@ -13,12 +13,13 @@ LAYERS = [
     ["errors", "defaults", "io", "tables", "tiers", "progress", "gpus"],
     ["judge"],
     ["store", "baseline"],
-    ["layer_api", "quant", "work"],  # work: the op counter and its regions, entered by the cache
+    ["layer_api", "quant", "work",  # work: the op counter and its regions, entered by the cache
+     "formats", "formats_fp4", "formats_turboquant"],  # the engines' element formats: pure, below the methods
     ["methods", "build"],
     ["cache", "attention", "adapters"],
     ["tasks", "metrics", "negatives"],  # prompts in, scores out: pure, below the engine that runs them
     ["model", "machine", "engine", "bench", "tiny_model"],
-    ["strategies", "scenarios", "oracles"],
+    ["strategies", "scenarios", "oracles", "oracles_variable", "exercised"],
     ["suites", "runner"],
     ["gate"],
     ["plugin", "declare", "summary", "cli", "commands", "report", "__init__", "__main__"],

@@ -1,5 +1,6 @@
 """``kvcheck methods``: the registry, each method as a spec with its defaults (a line ``--method``,
-``kvcheck bench --method`` and ``--kvcheck-methods`` accept as written), its short form and what it does."""
+``kvcheck bench --method`` and ``--kvcheck-methods`` accept as written), its short form, the serving
+engine's setting it mirrors (where it mirrors one) and what it does."""
 from __future__ import annotations
 
 import sys
@@ -10,14 +11,17 @@ def add_arguments(parser) -> None:
 
 
 def describe(cls) -> list[str]:
-    """The lines printed for one method class: the spec with every default, the short form and the
-    first line of the method's module docstring."""
+    """The lines printed for one method class: the spec with every default, the short form, the engine
+    setting it mirrors and the first line of the method's module docstring."""
     from ..methods.spec import MethodSpec
 
-    spec = MethodSpec.of(cls())
+    method = cls()
+    spec = MethodSpec.of(method)
     lines = [str(spec)]
     if spec.params:
         lines.append(f"    short: {spec.short()}")
+    if method.engine:
+        lines.append(f"    mirrors: {method.engine}")
     doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
     if doc:
         lines.append(f"    {doc[0]}")
