@@ -17,13 +17,15 @@ SLACK = quant.SLACK  # float32 rounding allowance, relative to the magnitudes in
 
 # The shipped eviction methods' documented rules, stated here apart from their code, so that a wrong
 # flag or another budget cannot agree with itself: whether the method evicts back to its budget while
-# generating, and how a layer's budget is set ("ratio": kvcheck's n − int(n·r) on every layer;
+# generating, and how a layer's budget is set ("ratio": kvcheck's n − int(n·r) on every layer, or
+# kvpress's max(1, int(n·(1 − r))) where the method's ``count`` is "kvpress";
 # "pyramid": PyramidKV's arithmetic split of the same total, see pyramid_budgets). A method not listed
 # here (your own) is read through its capabilities and ``budget()``: nothing else states its rule.
 DOCUMENTED = {
     "streaming_llm": (True, "ratio"), "h2o": (True, "ratio"), "tova": (True, "ratio"),
     "snapkv": (False, "ratio"), "knorm": (False, "ratio"), "random": (False, "ratio"),
     "pyramidkv": (False, "pyramid"),
+    "expected_attention": (False, "ratio"), "keydiff": (False, "ratio"),
 }
 
 
@@ -62,7 +64,10 @@ def documented_budget(method, n: int, layer_idx: int, n_layers: int) -> int:
         return method.budget(n, layer_idx, n_layers)
     if doc[1] == "pyramid":
         return pyramid_budgets(n, method.compression_ratio, method.window, method.beta, n_layers)[layer_idx]
-    return n - int(n * method.compression_ratio)
+    r = method.compression_ratio
+    if getattr(method, "count", "kvcheck") == "kvpress":  # kvpress's rule, offered as an option
+        return n if r == 0 else max(1, int(n * (1 - r)))
+    return n - int(n * r)
 
 
 def expected_counts(sc) -> list[int]:
@@ -222,12 +227,22 @@ def stated_round_trip_bound(method, x: torch.Tensor, valid: torch.Tensor, tensor
       (hi − lo)/(2^bits − 1); the stored zero and step may each sit one float16 step outward, so
       ``½·((hi − lo + 2⁻¹⁰·|lo| + 2⁻²⁴)/(2^bits − 1)·(1 + 2⁻¹⁰) + 2⁻²⁴) + 2⁻²⁰·(|x| + |lo| + |hi|)``;
     - fp8 (e4m3, per token and head, scale s = absmax/448 rounded up to float16):
-      ``2⁻⁴·|x| + 2⁻¹⁰·max(s·(1 + 2⁻¹⁰), 2⁻²⁴) + 2⁻²⁰·|x|``.
+      ``2⁻⁴·|x| + 2⁻¹⁰·max(s·(1 + 2⁻¹⁰), 2⁻²⁴) + 2⁻²⁰·|x|``;
+    - vLLM's int8_per_token_head (symmetric, s = max(absmax/127, 10⁻⁶) in float32): ``s/2`` and
+      fp8_per_token_head (e4m3 at s = max(absmax/448, 10⁻⁶)): ``2⁻⁴·|x| + 2⁻¹⁰·s``, each with float32
+      rounding.
 
     None for a method whose grid is not documented here (your own: its packed tensor's
     ``error_bound`` is all that states it)."""
     real = valid[:, None, :, None].expand_as(x)
     xa = x.double().abs()
+    absmax = x.double().abs().masked_fill(~real, 0.0).amax(-1, keepdim=True)
+    if method.name == "int8_per_token_head":  # vLLM: symmetric, s = max(absmax/127, 1e-6) in float32
+        s = (absmax / 127.0).clamp_min(1e-6) * (1 + 2.0 ** -22)
+        return s / 2 + SLACK * (xa + s)
+    if method.name == "fp8_per_token_head":  # vLLM: e4m3 at s = max(absmax/448, 1e-6) in float32
+        s = (absmax / 448.0).clamp_min(1e-6) * (1 + 2.0 ** -22)
+        return 2.0 ** -4 * xa + 2.0 ** -10 * s + SLACK * xa
     if method.name == "fp8":
         s = x.double().abs().masked_fill(~real, 0.0).amax(-1, keepdim=True) / 448.0
         return 2.0 ** -4 * xa + 2.0 ** -10 * (s * (1 + FP16_ULP)).clamp_min(FP16_TINY) + SLACK * xa

@@ -36,17 +36,20 @@ def fields(method) -> set[str]:
 
 
 def head_dims(method) -> st.SearchStrategy[int]:
-    """Head dims the method accepts (``int`` needs its group size to divide head_dim)."""
+    """Head dims the method accepts (``int`` needs its group size to divide head_dim; a method with a
+    ``head_dim_multiple``, such as nvfp4's 16-channel blocks, a multiple of it)."""
+    dims = [d for d in kst.HEAD_DIMS if d % getattr(method, "head_dim_multiple", 1) == 0]
     group = getattr(method, "group_size", None)
     if method.capabilities.kind == "quant" and hasattr(method, "group") and group:
-        return st.sampled_from([d for d in kst.HEAD_DIMS if d % min(group, d) == 0])
-    return st.sampled_from(kst.HEAD_DIMS)
+        dims = [d for d in dims if d % min(group, d) == 0]
+    return st.sampled_from(dims)
 
 
 # knobs redrawn by :func:`variants` (by field name): the protected regions (attention sinks, recent and
 # observation windows) small enough that drawn prompts of up to 40 tokens outgrow them, odd pooling kernels
 KNOBS = {"sinks": st.integers(0, 4), "recent": st.integers(0, 8), "window": st.integers(1, 8),
-         "kernel": st.sampled_from([1, 3, 5, 7])}
+         "kernel": st.sampled_from([1, 3, 5, 7]),
+         "target": st.integers(1, 16), "interval": st.integers(1, 4)}  # decode-time compression's size and period
 
 
 @st.composite

@@ -23,7 +23,7 @@ import torch
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from kvcheck import oracles
+from kvcheck import oracles, oracles_variable
 from kvcheck import strategies as kst
 from kvcheck.exercised import exercises, note
 from kvcheck.methods import EvictionMethod, Full, QuantMethod
@@ -52,9 +52,10 @@ def protected(m, n: int) -> int:
 EVICTED_AT_PREFILL = ("a prompt token evicted", evicts)
 EVICTED_WHILE_GENERATING = ("an eviction while generating", lambda m: evicts(m) and oracles.evicts_on_decode(m))
 QUANTISED = ("a token quantised", quantises)
+VARIABLE_EVICTED = ("a token evicted by a variable-count rule", lambda m: m.capabilities.kind == "variable")
 
 
-@exercises(EVICTED_AT_PREFILL, EVICTED_WHILE_GENERATING, QUANTISED)
+@exercises(EVICTED_AT_PREFILL, EVICTED_WHILE_GENERATING, QUANTISED, VARIABLE_EVICTED)
 @share(2.0)
 @given(data=st.data())
 def test_kept_slots_follow_the_budget(kv_method, data):
@@ -69,8 +70,15 @@ def test_kept_slots_follow_the_budget(kv_method, data):
         for n in set(b.lengths):
             assert 1 <= m.budget(n, sc.layer_idx, sc.n_layers) <= n, f"budget of {n} tokens out of [1, {n}]"
     heads = b.shape.kv_heads
-    want = oracles.expected_counts(sc)
-    assert layer.kept_counts().tolist() == [[w] * heads for w in want]
+    variable = m.capabilities.kind == "variable"
+    if variable:  # counts follow the scores: the replay of the documented rule (kvcheck.oracles_variable)
+        kept_sets = oracles_variable.scenario_kept(sc)
+        assert [kept_positions(layer, r) for r in range(b.shape.batch)] == kept_sets, "kept sets differ from the rule's"
+        assert layer.kept_counts().tolist() == [[len(k) for k in row] for row in kept_sets]
+        note(VARIABLE_EVICTED[0], any(len(k) < n for row, n in zip(kept_sets, sc.seen()) for k in row))
+    else:
+        want = oracles.expected_counts(sc)
+        assert layer.kept_counts().tolist() == [[w] * heads for w in want]
     if evicts(m):
         at_prefill = [oracles.documented_budget(m, n, sc.layer_idx, sc.n_layers) for n in b.lengths]
         note(EVICTED_AT_PREFILL[0], any(k < n for k, n in zip(at_prefill, b.lengths)))
@@ -91,8 +99,9 @@ def test_kept_slots_follow_the_budget(kv_method, data):
             slots = valid[row, h]
             assert torch.equal(keys[row, h][slots], orig_k[h, kept]), f"head {h}: held keys are not the originals"
             assert torch.equal(values[row, h][slots], orig_v[h, kept]), f"head {h}: held values are not the originals"
-            if isinstance(m, EvictionMethod):
-                broken = oracles.broken_promises(m, kept, prompt, seen, m.budget(prompt, sc.layer_idx, sc.n_layers))
+            if isinstance(m, EvictionMethod) or variable:
+                budget = prompt if variable else m.budget(prompt, sc.layer_idx, sc.n_layers)
+                broken = oracles.broken_promises(m, kept, prompt, seen, budget)
                 assert not broken, f"{m.describe()}, sample {row}, head {h}: " + "; ".join(broken)
 
 

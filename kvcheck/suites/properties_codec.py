@@ -91,6 +91,9 @@ def test_dequantized_output_is_a_fixed_point(kv_method, data):
       exact; what holds is ``zero′ ≥ zero``, ``scale′ ≤ nextafter_fp16(scale, +inf)`` and
       ``|dq(q(y)) − y| ≤ oracles.round_trip_bound``.
     - fp8: ``dq(q(y)) == y`` bit for bit, with the same scales (y's absmax sits on the code 448).
+    - a packed tensor that states ``fixed_point = True`` (the engines' formats): ``dq(q(y)) == y`` bit for
+      bit; one that states ``exact_requantization()`` (nvfp4: blocks with a normal scale): bit for bit
+      there, and within its stated bound everywhere.
     """
     _needs_codec(kv_method)
     x, valid = data.draw(codec_inputs(kv_method))
@@ -100,6 +103,16 @@ def test_dequantized_output_is_a_fixed_point(kv_method, data):
         y = kv_method.dequantize(packed, torch.float32)
         again = encode(y, valid)
         y2 = kv_method.dequantize(again, torch.float32)
+        if getattr(packed, "fixed_point", False):  # the format states dq(q(y)) == y exactly
+            assert torch.equal(y2, y), f"{name}: dq(q(y)) != y"
+            continue
+        exact = getattr(packed, "exact_requantization", None)
+        if exact is not None:  # the format states, per entry, where dq(q(y)) == y exactly
+            mask = exact() & real
+            assert torch.equal(y2[mask], y[mask]), f"{name}: dq(q(y)) != y where the format states it exact"
+            over = ((y2 - y).abs() > oracles.round_trip_bound(again, y)) & real
+            assert not bool(over.any()), f"{name}: dq(q(y)) off y by more than the bound"
+            continue
         if isinstance(packed, FP8Tensor):
             assert torch.equal(again.scale, packed.scale), f"{name}: re-quantising changed the scales"
             assert torch.equal(y2, y), f"{name}: dq(q(y)) != y"
