@@ -26,10 +26,12 @@ import functools
 
 import torch
 
+from .formats import E2M1_VALUES, e2m1_decode, round_half_away  # noqa: F401  (the engine's rounding and e2m1 values)
+
 RHT_SEED = 0x9E3779B9
 E2M1_MAX = 6.0
 E4M3_MAX = 448.0
-E2M1_MAGNITUDES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+E2M1_MAGNITUDES = E2M1_VALUES
 RCP6 = float(torch.tensor(1.0 / 6.0, dtype=torch.float32))  # the float32 1/6 the scale rule multiplies by
 
 
@@ -79,29 +81,12 @@ def rht(x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
-def round_half_away(v: torch.Tensor) -> torch.Tensor:
-    """The engine's integer rounding ``(v ± 0.5).to(int32)``: half away from zero, in float32."""
-    return torch.where(v >= 0, (v + 0.5).trunc(), (v - 0.5).trunc())
-
-
 def e2m1_encode(v: torch.Tensor) -> torch.Tensor:
     """float32 → e2m1 nibble codes ``uint8`` in [0, 16): round to nearest, ties to even, saturating."""
     a = v.abs()
     idx = ((a > 0.25).to(torch.uint8) + (a >= 0.75) + (a > 1.25) + (a >= 1.75) + (a > 2.5) + (a >= 3.5)
            + (a > 5.0))
     return idx.to(torch.uint8) | (torch.signbit(v).to(torch.uint8) << 3)
-
-
-@functools.lru_cache(maxsize=None)
-def _e2m1_table(device: torch.device) -> torch.Tensor:
-    mags = torch.tensor(E2M1_MAGNITUDES, dtype=torch.float32)
-    return torch.cat([mags, -mags]).to(device)
-
-
-def e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
-    """e2m1 nibble codes → float32 values (nibble 0x8 is −0.0)."""
-    table = _e2m1_table(codes.device)
-    return table.index_select(0, codes.reshape(-1).long()).view(codes.shape)
 
 
 def e2m1_round(v: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import pytest
 import torch
@@ -23,23 +22,7 @@ from kvcheck.tasks.base import Sample
 LAYERS = 3  # conftest's tiny Llama: 3 layers, 4 query / 2 KV heads, head_dim 16
 
 
-def _import_kvpress():
-    try:
-        import kvpress
-    except Exception as exc:  # missing, or built for another transformers
-        return None, f"{type(exc).__name__}: {exc}"
-    return kvpress, ""
-
-
-kvpress, KVPRESS_MISSING = _import_kvpress()
-# the side environment's run (.ci/run) sets KVCHECK_REQUIRE_ADAPTERS: there a package that will not
-# import is an error, not a skip
-REQUIRED = set(filter(None, os.environ.get("KVCHECK_REQUIRE_ADAPTERS", "").split(",")))
-if "kvpress" in REQUIRED and kvpress is None:
-    raise ImportError(f"KVCHECK_REQUIRE_ADAPTERS names kvpress, which does not import here: {KVPRESS_MISSING}")
-needs_kvpress = pytest.mark.skipif(
-    kvpress is None, reason=f"kvpress is not importable here ({KVPRESS_MISSING[:120]}); the kvpress adapter is "
-                            "tested in the environment benchmarks/kvpress_env.sh builds")
+from kvpress_side import KVPRESS_MISSING, REQUIRED, kvpress, needs_kvpress  # noqa: F401
 
 
 def unique_prompt(n: int, offset: int = 0) -> list[int]:

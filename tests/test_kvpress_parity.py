@@ -16,7 +16,6 @@ kvpress pins transformers < 5.3: these tests run in the environment benchmarks/k
 """
 from __future__ import annotations
 
-import os
 
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -34,20 +33,9 @@ from kvcheck.tiny_model import make_tiny
 LAYERS, T = 2, 96
 
 
-def _import_kvpress():
-    try:
-        import kvpress
-    except Exception as exc:  # missing, or built for another transformers
-        return None, f"{type(exc).__name__}: {exc}"
-    return kvpress, ""
+from kvpress_side import kvpress, needs_kvpress  # noqa: E402
 
-
-kvpress, KVPRESS_MISSING = _import_kvpress()
-if "kvpress" in set(filter(None, os.environ.get("KVCHECK_REQUIRE_ADAPTERS", "").split(","))) and kvpress is None:
-    raise ImportError(f"KVCHECK_REQUIRE_ADAPTERS names kvpress, which does not import here: {KVPRESS_MISSING}")
-pytestmark = pytest.mark.skipif(
-    kvpress is None, reason=f"kvpress is not importable here ({KVPRESS_MISSING[:120]}); the kvpress parity is "
-                            "tested in the environment benchmarks/kvpress_env.sh builds")
+pytestmark = needs_kvpress
 
 
 def distinct(n: int, offset: int = 0) -> list[int]:

@@ -11,7 +11,6 @@ environment benchmarks/kvpress_env.sh builds and skip, saying so, where kvpress 
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -25,20 +24,9 @@ from kvcheck.scenarios import kept_positions
 LAYERS = 3  # tests/conftest.py's tiny Llama: 3 layers, 4 query / 2 KV heads, head_dim 16
 
 
-def _import_kvpress():
-    try:
-        import kvpress
-    except Exception as exc:  # missing, or built for another transformers
-        return None, f"{type(exc).__name__}: {exc}"
-    return kvpress, ""
+from kvpress_side import kvpress, needs_kvpress  # noqa: E402
 
-
-kvpress, KVPRESS_MISSING = _import_kvpress()
-if "kvpress" in set(filter(None, os.environ.get("KVCHECK_REQUIRE_ADAPTERS", "").split(","))) and kvpress is None:
-    raise ImportError(f"KVCHECK_REQUIRE_ADAPTERS names kvpress, which does not import here: {KVPRESS_MISSING}")
-pytestmark = pytest.mark.skipif(
-    kvpress is None, reason=f"kvpress is not importable here ({KVPRESS_MISSING[:120]}); run these tests in the "
-                            "environment benchmarks/kvpress_env.sh builds")
+pytestmark = needs_kvpress
 
 PROMPT = [3 + (37 * i) % 120 for i in range(48)]  # distinct tokens: no two keys tie on their norm
 TOKENS = [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]
