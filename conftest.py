@@ -81,10 +81,11 @@ def fp8(residual):
 
 # The serving engines' own KV-cache formats, as the engines run them (every token quantised, no
 # residual), each named as its engine flag names it (`kvcheck methods` lists the flag). One family:
-# the pre-merge gate runs nvfp4, the nightly selection every format.
+# the pre-merge gate runs int8_per_token_head, the nightly selection every format.
 ENGINE_FORMATS = {
+    "int8_per_token_head": Int8PerTokenHead(),
     "nvfp4": NVFP4(), "nvfp4_4over6": NVFP4FourOverSix(), "int4_per_token_head": Int4PerTokenHead(),
-    "int8_per_token_head": Int8PerTokenHead(), "fp8_per_token_head": FP8PerTokenHead(),
+    "fp8_per_token_head": FP8PerTokenHead(),
     "vllm_fp8": VllmFP8(),  # scales 1.0: a checkpoint without KV scales
     "mxfp8": MXFP8(), "fp4_mx_block16": FP4MXBlock16(),
     **{f"turboquant_{p}": TurboQuant(preset=p) for p in ("k3v4_nc", "k8v4", "4bit_nc", "3bit_nc")},

@@ -26,7 +26,12 @@ def test_pyramidkv_keeps_the_papers_split():
 def test_documented_rules_do_not_ask_the_method():
     m = StreamingLLM(compression_ratio=0.5, sinks=4)
     assert oracles.evicts_on_decode(m) and oracles.documented_budget(m, 101, 0, 3) == 51
-    assert set(oracles.DOCUMENTED) == {"streaming_llm", "h2o", "tova", "snapkv", "knorm", "random", "pyramidkv"}
+    assert set(oracles.DOCUMENTED) == {"streaming_llm", "h2o", "tova", "snapkv", "knorm", "random", "pyramidkv",
+                                       "expected_attention", "keydiff"}
+    # kvpress's count where a method selects it, kvcheck's otherwise
+    from kvcheck.methods import KeyDiff
+    assert oracles.documented_budget(KeyDiff(compression_ratio=0.5), 1001, 0, 3) == 501
+    assert oracles.documented_budget(KeyDiff(compression_ratio=0.5, count="kvpress"), 1001, 0, 3) == 500
 
 
 PLANTED = '''
