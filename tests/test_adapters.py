@@ -22,7 +22,7 @@ from kvcheck.tasks.base import Sample
 LAYERS = 3  # conftest's tiny Llama: 3 layers, 4 query / 2 KV heads, head_dim 16
 
 
-from kvpress_side import KVPRESS_MISSING, REQUIRED, kvpress, needs_kvpress  # noqa: F401
+from kvpress_side import KVPRESS_MISSING, REQUIRED, kvpress, kvpress_kept, needs_kvpress  # noqa: F401
 
 
 def unique_prompt(n: int, offset: int = 0) -> list[int]:
@@ -37,23 +37,6 @@ def kvcheck_prefill(lm, method, prompts: list[list[int]]) -> CompressedCache:
     cache = CompressedCache(method, LAYERS)
     engine.forward(lm.model, ids, positions, valid, cache)
     return cache
-
-
-@torch.inference_mode()
-def kvpress_kept(lm, press, prompt: list[int]) -> list[torch.Tensor]:
-    """Positions kept per layer ``[kv_heads, n]`` by kvpress's own pipeline (hooks on the model, a
-    DynamicCache), read off by matching its kept keys to a full run's keys."""
-    from transformers import DynamicCache
-
-    from kvcheck.adapters.kvpress import kept_positions
-
-    ids = torch.tensor([prompt])
-    arg = engine.cache_arg(lm.model)
-    full, pressed = DynamicCache(), DynamicCache()
-    lm.model(input_ids=ids, use_cache=True, **{arg: full})
-    with press(lm.model):
-        lm.model(input_ids=ids, use_cache=True, **{arg: pressed})
-    return [kept_positions(p.keys[0], f.keys[0]) for p, f in zip(pressed.layers, full.layers)]
 
 
 def _presses():

@@ -33,7 +33,7 @@ from kvcheck.tiny_model import make_tiny
 LAYERS, T = 2, 96
 
 
-from kvpress_side import kvpress, needs_kvpress  # noqa: E402
+from kvpress_side import kvpress, kvpress_kept, needs_kvpress  # noqa: E402
 
 pytestmark = needs_kvpress
 
@@ -100,22 +100,6 @@ def press_module(lm, layer: int):
     attn = lm.model.model.layers[layer].self_attn
     return SimpleNamespace(config=attn.config, head_dim=attn.head_dim, q_proj=attn.q_proj, layer_idx=layer,
                            rotary_emb=lm.model.model.rotary_emb)
-
-
-@torch.inference_mode()
-def pipeline_kept(lm, press, prompt: list[int]) -> list[torch.Tensor]:
-    """Positions kept per layer ``[kv_heads, n]`` by kvpress's own pipeline, read off by key matching."""
-    from transformers import DynamicCache
-
-    from kvcheck.adapters.kvpress import kept_positions
-
-    ids = torch.tensor([prompt])
-    arg = engine.cache_arg(lm.model)
-    full, pressed = DynamicCache(), DynamicCache()
-    lm.model(input_ids=ids, use_cache=True, **{arg: full})
-    with press(lm.model):
-        lm.model(input_ids=ids, use_cache=True, **{arg: pressed})
-    return [kept_positions(p.keys[0], f.keys[0]) for p, f in zip(pressed.layers, full.layers)]
 
 
 EA_SETTINGS = {
@@ -206,7 +190,7 @@ def test_kept_sets_match_kvpress_pipeline(lm, name, ratio):
     positions in every layer and KV head (96 tokens, r·96 an integer: both rules keep the same count)."""
     native, press = PIPELINE[name]
     prompt = distinct(T, offset=2)
-    want = pipeline_kept(lm, press(ratio), prompt)
+    want = kvpress_kept(lm, press(ratio), prompt)
     cache = kvcheck_prefill(lm, native(ratio), prompt)
     for layer, ref in zip(cache.layers, want):
         assert ref.shape[1] == T - int(T * ratio)
@@ -220,7 +204,7 @@ def test_kvpress_count_option_where_the_rules_differ(lm, name):
     cls, press = {"expected_attention": (ExpectedAttention, kvpress.ExpectedAttentionPress),
                   "keydiff": (KeyDiff, kvpress.KeyDiffPress)}[name]
     prompt = distinct(101, offset=7)
-    want = pipeline_kept(lm, press(0.5), prompt)
+    want = kvpress_kept(lm, press(0.5), prompt)
     same = kvcheck_prefill(lm, cls(0.5, count="kvpress"), prompt)
     more = kvcheck_prefill(lm, cls(0.5), prompt)
     for a, b, ref in zip(same.layers, more.layers, want):
