@@ -5,12 +5,14 @@ token evicted while generating, a cut decided only by a protected window). The t
 exercises and which apply to a method, notes per example whether each happened, and fails when one
 that applies never did::
 
-    @exercises(("an eviction while generating", lambda m: isinstance(m, DecodeEviction)))
+    EVICTED_WHILE_GENERATING = ("an eviction while generating", lambda m: isinstance(m, DecodeEviction))
+
+    @exercises(EVICTED_WHILE_GENERATING)
     @share(1.0)
     @given(data=st.data())
     def test_my_property(kv_method, data):
         ...
-        note("an eviction while generating", evicted)
+        note(EVICTED_WHILE_GENERATING, evicted)  # the same (rule, applies) pair
 
 The counts of every run are kept in the test's report (``user_properties``) and summed up at the end of
 the session (:func:`summary_lines`).
@@ -24,32 +26,36 @@ import pytest
 
 PROPERTY = "kvcheck_exercised"  # the user_properties key of a test's counts
 
+Rule = tuple[str, Callable[[object], bool]]  # (what the rule is, whether it applies to a method)
+
 _tally: dict[str, list[int]] | None = None  # rule → [examples, examples that exercised it]
+_method = None  # the method of the property running now
 last: dict[str, list[int]] | None = None  # the counts of the test that ran last (read by the plugin)
 
 
-def note(rule: str, happened: bool) -> None:
-    """Count one example for ``rule``, and whether it exercised it (a no-op outside :func:`exercises`)."""
-    if _tally is None:
+def note(rule: Rule, happened: bool) -> None:
+    """Count one example for ``rule``, and whether it exercised it: a no-op outside :func:`exercises`
+    and where the rule does not apply to the method (its examples count for nothing)."""
+    if _tally is None or not rule[1](_method):
         return
-    count = _tally.setdefault(rule, [0, 0])
+    count = _tally.setdefault(rule[0], [0, 0])
     count[0] += 1
     count[1] += bool(happened)
 
 
-def exercises(*rules: tuple[str, Callable[[object], bool]]):
+def exercises(*rules: Rule):
     """Decorate a property (outside ``@given``): each ``(rule, applies)`` whose ``applies(kv_method)`` is
     true must be noted as exercised by at least one example, or the test fails saying so."""
     def decorate(test):
         @functools.wraps(test)
         def run(*args, **kwargs):
-            global _tally, last
-            _tally = {}
+            global _tally, _method, last
+            method = kwargs.get("kv_method")
+            _tally, _method = {}, method
             try:
                 test(*args, **kwargs)
             finally:
-                last, _tally = _tally, None
-            method = kwargs.get("kv_method")
+                last, _tally, _method = _tally, None, None
             missing = [(rule, last.get(rule, [0, 0])[0]) for rule, applies in rules
                        if applies(method) and last.get(rule, [0, 0])[1] == 0]
             if missing:

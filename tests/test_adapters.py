@@ -22,7 +22,7 @@ from kvcheck.tasks.base import Sample
 LAYERS = 3  # conftest's tiny Llama: 3 layers, 4 query / 2 KV heads, head_dim 16
 
 
-from kvpress_side import KVPRESS_MISSING, REQUIRED, kvpress, kvpress_kept, needs_kvpress  # noqa: F401
+from kvpress_side import REQUIRED, kvpress, kvpress_kept, needs_kvpress
 
 
 def unique_prompt(n: int, offset: int = 0) -> list[int]:

@@ -75,18 +75,16 @@ def test_kept_slots_follow_the_budget(kv_method, data):
         kept_sets = oracles_variable.scenario_kept(sc)
         assert [kept_positions(layer, r) for r in range(b.shape.batch)] == kept_sets, "kept sets differ from the rule's"
         assert layer.kept_counts().tolist() == [[len(k) for k in row] for row in kept_sets]
-        note(VARIABLE_EVICTED[0], any(len(k) < n for row, n in zip(kept_sets, sc.seen()) for k in row))
+        note(VARIABLE_EVICTED, any(len(k) < n for row, n in zip(kept_sets, sc.seen()) for k in row))
     else:
         want = oracles.expected_counts(sc)
         assert layer.kept_counts().tolist() == [[w] * heads for w in want]
     if evicts(m):
         at_prefill = [oracles.documented_budget(m, n, sc.layer_idx, sc.n_layers) for n in b.lengths]
-        note(EVICTED_AT_PREFILL[0], any(k < n for k, n in zip(at_prefill, b.lengths)))
+        note(EVICTED_AT_PREFILL, any(k < n for k, n in zip(at_prefill, b.lengths)))
         new_tokens = sum(step[0].shape[2] for step in sc.steps)
-        if EVICTED_WHILE_GENERATING[1](m):
-            note(EVICTED_WHILE_GENERATING[0], any(k + new_tokens > w for k, w in zip(at_prefill, want)))
-    if quantises(m):
-        note(QUANTISED[0], getattr(layer, "n_quant", 0) > 0)
+        note(EVICTED_WHILE_GENERATING, any(k + new_tokens > w for k, w in zip(at_prefill, want)))
+    note(QUANTISED, getattr(layer, "n_quant", 0) > 0)
     keys, values, valid, _ = held(layer)
     for row, (prompt, seen) in enumerate(zip(b.lengths, sc.seen())):
         orig_k, orig_v = sc.originals(row)
@@ -140,10 +138,8 @@ def check_batch_invariance(sc: Scenario) -> None:
         return
     m, n = sc.method, sc.batch.lengths[i]
     if evicts(m):
-        budget = oracles.documented_budget(m, n, sc.layer_idx, sc.n_layers)
-        note(SCORED_CUT[0], protected(m, n) < budget < n)
-    if quantises(m):
-        note(QUANTISED[0], getattr(alone_layer, "n_quant", 0) > 0)
+        note(SCORED_CUT, protected(m, n) < oracles.documented_budget(m, n, sc.layer_idx, sc.n_layers) < n)
+    note(QUANTISED, getattr(alone_layer, "n_quant", 0) > 0)
     layer, calls = drive(sc)
     assert kept_positions(layer, i) == kept_positions(alone_layer, 0), "kept positions differ"
     k, v, valid, _ = held(layer)
@@ -239,10 +235,8 @@ def test_attention_is_exact_over_the_kept_set(kv_method, data):
         rows = call.q_valid
         bad = oracles.mismatch(call.out[rows], oracles.exact_attention(call)[rows], oracles.rounding_tolerance(call))
         assert bad is None, f"call {step}: {bad}"
-    if evicts(sc.method):
-        note(ATTENDED_AFTER_EVICTION[0], evicted)
-    if quantises(sc.method):
-        note(ATTENDED_OVER_CODES[0], codes)
+    note(ATTENDED_AFTER_EVICTION, evicted)
+    note(ATTENDED_OVER_CODES, codes)
 
 
 @share(1.0)
